@@ -1,0 +1,20 @@
+"""geko_state: the per-sample GEKO state engine (no torch)."""
+from .config import (
+    GEKO_AGGRESSIVE, GEKO_BALANCED, GEKO_CONSERVATIVE, GEKO_SEEDS, PRESETS, GEKOConfig, NanPolicy,
+)
+from .curriculum import MOUNTAIN, MountainCurriculum, Phase
+from .errors import ConfigError, GekoError, InputError, SchemaVersionError, StateFileError, StoreClosedError
+from .planning import BudgetKind, EpochPlan, WeightSegment, shard
+from .schema import COLUMN_NAMES, LOSS_WINDOW, SCHEMA_VERSION, Bucket, bytes_per_sample
+from .stats import PartitionStats
+from .store import StateStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BudgetKind", "Bucket", "COLUMN_NAMES", "ConfigError", "EpochPlan", "GEKOConfig", "GEKO_AGGRESSIVE",
+    "GEKO_BALANCED", "GEKO_CONSERVATIVE", "GEKO_SEEDS", "GekoError", "InputError", "LOSS_WINDOW", "MOUNTAIN",
+    "MountainCurriculum", "NanPolicy", "PRESETS", "PartitionStats", "Phase", "SCHEMA_VERSION",
+    "SchemaVersionError", "StateFileError", "StateStore", "StoreClosedError", "WeightSegment",
+    "bytes_per_sample", "shard", "__version__",
+]

@@ -1,0 +1,160 @@
+"""GEKOConfig: every setting of the seeds' config table, validated on construction."""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = [
+    "NanPolicy",
+    "GEKOConfig",
+    "GEKO_SEEDS",
+    "GEKO_AGGRESSIVE",
+    "GEKO_BALANCED",
+    "GEKO_CONSERVATIVE",
+    "PRESETS",
+]
+
+
+class NanPolicy(str, enum.Enum):
+    """What ``observe`` does with a non-finite loss or confidence."""
+
+    RAISE = "raise"  # refuse the whole batch, change nothing
+    SKIP = "skip"  # drop those observations, apply the rest, count the skipped ones
+
+
+def _check_unit(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ConfigError(f"GEKOConfig.{name} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"GEKOConfig.{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class GEKOConfig:
+    """Thresholds and rates of the GEKO algorithm (DESIGN section 2).
+
+    Defaults are the seeds' exact values. Use :meth:`replace` to derive a modified copy.
+    """
+
+    freeze_confidence: float = 0.85
+    freeze_quality: float = 0.80
+    focus_confidence: float = 0.60
+    # Sampling weights of (HARD, FOCUS, LIGHT) when the curriculum is off; FREEZE always weighs 0.
+    bucket_weights: tuple[float, float, float] = (3.0, 1.0, 0.0)
+    use_curriculum: bool = True
+    q_value_lr: float = 0.1
+    min_q_for_freeze: float = 0.8
+    q_value_loss_scale: float = 10.0
+    repartition_every: int = 1
+    log_bucket_stats: bool = True
+    max_times_seen: int = 50
+    prune_frozen_after: int = 0
+    # Not in the seeds: how observe treats non-finite values, and the FREEZE share that counts
+    # as "mastered" (a trainer stops early there).
+    nan_policy: NanPolicy = NanPolicy.RAISE
+    mastered_fraction: float = 0.95
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
+        for name in ("freeze_confidence", "freeze_quality", "focus_confidence", "min_q_for_freeze"):
+            set_(name, _check_unit(name, getattr(self, name)))
+        if self.mastered_fraction == 0:
+            raise ConfigError("GEKOConfig.mastered_fraction must be a number in (0, 1], got 0")
+        set_("mastered_fraction", _check_unit("mastered_fraction", self.mastered_fraction))
+
+        bw = self.bucket_weights
+        if (
+            not isinstance(bw, (tuple, list))
+            or len(bw) != 3
+            or any(isinstance(w, bool) or not isinstance(w, (int, float)) for w in bw)
+            or any(not math.isfinite(w) or w < 0 for w in bw)
+        ):
+            raise ConfigError(
+                "GEKOConfig.bucket_weights must be 3 finite non-negative numbers "
+                f"(HARD, FOCUS, LIGHT), got {bw!r}"
+            )
+        set_("bucket_weights", tuple(float(w) for w in bw))
+
+        lr = self.q_value_lr
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0.0 < float(lr) <= 1.0:
+            raise ConfigError(f"GEKOConfig.q_value_lr must be a number in (0, 1], got {lr!r}")
+        set_("q_value_lr", float(lr))
+
+        scale = self.q_value_loss_scale
+        if (
+            isinstance(scale, bool)
+            or not isinstance(scale, (int, float))
+            or not math.isfinite(scale)
+            or scale <= 0
+        ):
+            raise ConfigError(
+                f"GEKOConfig.q_value_loss_scale must be a finite number > 0, got {scale!r}"
+            )
+        set_("q_value_loss_scale", float(scale))
+
+        for name in ("use_curriculum", "log_bucket_stats"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"GEKOConfig.{name} must be True or False, got {getattr(self, name)!r}")
+
+        set_("repartition_every", _check_int("repartition_every", self.repartition_every, 1))
+        set_("max_times_seen", _check_int("max_times_seen", self.max_times_seen, 1))
+        set_("prune_frozen_after", _check_int("prune_frozen_after", self.prune_frozen_after, 0))
+
+        try:
+            set_("nan_policy", NanPolicy(self.nan_policy))
+        except ValueError:
+            raise ConfigError(
+                f"GEKOConfig.nan_policy must be one of {[p.value for p in NanPolicy]}, "
+                f"got {self.nan_policy!r}"
+            ) from None
+
+    def replace(self, **changes: Any) -> "GEKOConfig":
+        """A validated copy with some fields changed."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"GEKOConfig has no field(s) {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists, enums their values)."""
+        d = dataclasses.asdict(self)
+        d["bucket_weights"] = list(self.bucket_weights)
+        d["nan_policy"] = self.nan_policy.value
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GEKOConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"GEKOConfig.from_dict expects a dict, got {type(data).__name__}")
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"GEKOConfig has no field(s) {sorted(unknown)}")
+        data = dict(data)
+        if "bucket_weights" in data and isinstance(data["bucket_weights"], list):
+            data["bucket_weights"] = tuple(data["bucket_weights"])
+        return cls(**data)
+
+
+# The seeds' exact defaults.
+GEKO_SEEDS = GEKOConfig()
+GEKO_AGGRESSIVE = GEKOConfig(freeze_confidence=0.90, freeze_quality=0.85, bucket_weights=(5, 2, 0))
+GEKO_BALANCED = GEKOConfig(freeze_confidence=0.85, freeze_quality=0.80, bucket_weights=(3, 2, 1))
+GEKO_CONSERVATIVE = GEKOConfig(freeze_confidence=0.80, freeze_quality=0.75, bucket_weights=(2, 2, 1))
+
+PRESETS: dict[str, GEKOConfig] = {
+    "seeds": GEKO_SEEDS,
+    "aggressive": GEKO_AGGRESSIVE,
+    "balanced": GEKO_BALANCED,
+    "conservative": GEKO_CONSERVATIVE,
+}

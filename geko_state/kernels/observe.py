@@ -1,0 +1,166 @@
+"""Observe: fold a batch of training results into the per-sample state (DESIGN section 2).
+
+Both implementations validate the whole batch first and mutate nothing when it is bad; they
+return ``(code, index, skipped)`` where ``code`` is one of the ``OBS_*`` constants and ``index``
+the position of the first offending element. Arithmetic is done in float64 in the same order in
+both, then stored as float32, so they agree bit for bit.
+
+State columns (all shape ``[N]`` except ``window``: ``[N, LOSS_WINDOW]``) are updated in place.
+Batch arrays have shape ``[B]``: ids int64, losses float32, confidences float32, correct uint8.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ..schema import LOSS_WINDOW
+
+__all__ = [
+    "OBS_OK",
+    "OBS_BAD_ID",
+    "OBS_NONFINITE_LOSS",
+    "OBS_NEGATIVE_LOSS",
+    "OBS_NONFINITE_CONFIDENCE",
+    "OBS_CONFIDENCE_RANGE",
+    "observe_numpy",
+    "observe_numba",
+]
+
+OBS_OK = 0
+OBS_BAD_ID = 1
+OBS_NONFINITE_LOSS = 2
+OBS_NEGATIVE_LOSS = 3
+OBS_NONFINITE_CONFIDENCE = 4
+OBS_CONFIDENCE_RANGE = 5
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.argmax(mask)) if mask.any() else -1
+
+
+def observe_numpy(
+    times_seen, last_loss, confidence, correct, window, quality, q_value,
+    ids, losses, confs, corr, q_lr, loss_scale, skip_nonfinite,
+):
+    """Readable reference. Duplicate ids are applied in batch order, one occurrence per round."""
+    n = times_seen.shape[0]
+    bad_id = (ids < 0) | (ids >= n)
+    if bad_id.any():
+        return OBS_BAD_ID, _first(bad_id), 0
+    loss_nf = ~np.isfinite(losses)
+    conf_nf = ~np.isfinite(confs)
+    nonfinite = loss_nf | conf_nf
+    if not skip_nonfinite:
+        if loss_nf.any():
+            return OBS_NONFINITE_LOSS, _first(loss_nf), 0
+        if conf_nf.any():
+            return OBS_NONFINITE_CONFIDENCE, _first(conf_nf), 0
+    with np.errstate(invalid="ignore"):
+        neg = ~nonfinite & (losses < 0)
+        out = ~nonfinite & ((confs < 0) | (confs > 1))
+    if neg.any():
+        return OBS_NEGATIVE_LOSS, _first(neg), 0
+    if out.any():
+        return OBS_CONFIDENCE_RANGE, _first(out), 0
+
+    keep = ~nonfinite
+    skipped = int(nonfinite.sum())
+    ids, losses, confs, corr = ids[keep], losses[keep], confs[keep], corr[keep]
+    # Occurrence rank of each id inside the batch: round r applies every id's r-th occurrence.
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.r_[0, np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1]
+    run_start = np.repeat(starts, np.diff(np.r_[starts, sorted_ids.size]))
+    rank = np.empty(ids.size, dtype=np.int64)
+    rank[order] = np.arange(ids.size) - run_start
+    a = np.float64(q_lr)
+    for r in range(int(rank.max()) + 1 if ids.size else 0):
+        sel = rank == r
+        s, l, c, k = ids[sel], losses[sel], confs[sel], corr[sel]
+        seen = times_seen[s].astype(np.int64)
+        window[s, seen % LOSS_WINDOW] = l
+        cnt = np.minimum(seen + 1, LOSS_WINDOW)
+        times_seen[s] = seen + 1
+        last_loss[s] = l
+        confidence[s] = c
+        correct[s] = k
+
+        w = window[s].astype(np.float64)
+        valid = np.arange(LOSS_WINDOW)[None, :] < cnt[:, None]
+        total = np.zeros(s.size)
+        for j in range(LOSS_WINDOW):
+            total = total + np.where(valid[:, j], w[:, j], 0.0)
+        mean = total / cnt
+        sq = np.zeros(s.size)
+        for j in range(LOSS_WINDOW):
+            d = w[:, j] - mean
+            sq = sq + np.where(valid[:, j], d * d, 0.0)
+        std = np.sqrt(sq / cnt)
+        qual = np.maximum(0.0, 1.0 - np.minimum(std, 1.0))
+        upd = cnt >= 2
+        quality[s[upd]] = qual[upd].astype(np.float32)
+
+        target = 1.0 - np.minimum(l.astype(np.float64) / np.float64(loss_scale), 1.0)
+        q_value[s] = ((1.0 - a) * q_value[s].astype(np.float64) + a * target).astype(np.float32)
+    return OBS_OK, -1, skipped
+
+
+@numba.njit(cache=True, nogil=True)
+def observe_numba(
+    times_seen, last_loss, confidence, correct, window, quality, q_value,
+    ids, losses, confs, corr, q_lr, loss_scale, skip_nonfinite,
+):
+    n = times_seen.shape[0]
+    b = ids.shape[0]
+    # Pass 1: validate everything before touching the state.
+    for i in range(b):
+        if ids[i] < 0 or ids[i] >= n:
+            return OBS_BAD_ID, i, 0
+    if not skip_nonfinite:
+        for i in range(b):
+            if not np.isfinite(losses[i]):
+                return OBS_NONFINITE_LOSS, i, 0
+        for i in range(b):
+            if not np.isfinite(confs[i]):
+                return OBS_NONFINITE_CONFIDENCE, i, 0
+    for i in range(b):
+        if np.isfinite(losses[i]) and np.isfinite(confs[i]) and losses[i] < 0:
+            return OBS_NEGATIVE_LOSS, i, 0
+    for i in range(b):
+        if np.isfinite(losses[i]) and np.isfinite(confs[i]) and (confs[i] < 0 or confs[i] > 1):
+            return OBS_CONFIDENCE_RANGE, i, 0
+
+    # Pass 2: apply in batch order, so duplicates behave like successive observations.
+    a = np.float64(q_lr)
+    scale = np.float64(loss_scale)
+    skipped = 0
+    for i in range(b):
+        l = losses[i]
+        c = confs[i]
+        if not (np.isfinite(l) and np.isfinite(c)):
+            skipped += 1
+            continue
+        s = ids[i]
+        seen = np.int64(times_seen[s])
+        window[s, seen % LOSS_WINDOW] = l
+        cnt = min(seen + 1, LOSS_WINDOW)
+        times_seen[s] = seen + 1
+        last_loss[s] = l
+        confidence[s] = c
+        correct[s] = corr[i]
+        if cnt >= 2:
+            total = 0.0
+            for j in range(LOSS_WINDOW):
+                if j < cnt:
+                    total = total + np.float64(window[s, j])
+            mean = total / cnt
+            sq = 0.0
+            for j in range(LOSS_WINDOW):
+                if j < cnt:
+                    d = np.float64(window[s, j]) - mean
+                    sq = sq + d * d
+            std = np.sqrt(sq / cnt)
+            quality[s] = np.float32(max(0.0, 1.0 - min(std, 1.0)))
+        target = 1.0 - min(np.float64(l) / scale, 1.0)
+        q_value[s] = np.float32((1.0 - a) * np.float64(q_value[s]) + a * target)
+    return OBS_OK, -1, skipped
