@@ -24,6 +24,9 @@ analogue of torch's ``WeightedRandomSampler``). It uses the same formulas and th
 ``--baseline-n`` samples (default 1M, or N when that is smaller); its size-dependent times are
 extrapolated linearly to larger N and marked in the table.
 
+The run ends by reporting how much CPU other processes took meanwhile: on a 2-core machine any
+competing process skews the timings (parallel kernels wait for a descheduled thread).
+
 Run from the repository root (the table goes to stdout, progress to stderr)::
 
     python benchmarks/bench_engine.py
@@ -104,6 +107,17 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # ru_maxrss is KiB on Linux
 
 
+def user_cpu_seconds() -> tuple[float, float]:
+    """(user CPU seconds machine-wide since boot, user CPU seconds of this process).
+
+    User time only: our own fsyncs and page writeback run in kernel threads, which would
+    otherwise count as another process competing for the cores.
+    """
+    with open("/proc/stat") as f:
+        user, nice = map(int, f.readline().split()[1:3])
+    return (user + nice) / os.sysconf("SC_CLK_TCK"), os.times().user
+
+
 def random_batch(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray, ...]:
     """One batch of training results: uniform ids, losses in [0, 3), confidences in [0, 1]."""
     ids = rng.integers(0, n, size, dtype=np.int64)
@@ -155,11 +169,9 @@ class ObjectBaseline:
     def __init__(self, n: int, config: GEKOConfig, progress: bool = True) -> None:
         self.config = config
         self.epoch = 0
-        self.samples: dict[int, SampleState] = {
-            i: SampleState() for i in tqdm(range(n), desc="baseline objects", unit="obj",
-                                          unit_scale=True, disable=not progress, file=sys.stderr,
-                                          mininterval=1.0)
-        }
+        ids = tqdm(range(n), desc="baseline objects", unit="obj", unit_scale=True, file=sys.stderr,
+                   mininterval=1.0, disable=None if progress else True)
+        self.samples: dict[int, SampleState] = {i: SampleState() for i in ids}
 
     def observe(self, ids: np.ndarray, losses: np.ndarray, confidences: np.ndarray,
                 correct: np.ndarray) -> int:
@@ -231,11 +243,11 @@ class ObjectBaseline:
 Observe = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], Any]
 
 
-def mixing_pass(observe: Observe, n: int, rng: np.random.Generator, label: str) -> None:
+def mixing_pass(observe: Observe, n: int, rng: np.random.Generator, label: str, chunk: int) -> None:
     """Observe every sample once with random results so the next repartition mixes buckets."""
-    chunks = range(0, n, MIX_CHUNK)
-    for lo in tqdm(chunks, desc=f"{label} mixing pass", unit="chunk", disable=None, file=sys.stderr):
-        hi = min(n, lo + MIX_CHUNK)
+    for lo in tqdm(range(0, n, chunk), desc=f"{label} mixing pass", unit="batch", disable=None,
+                   file=sys.stderr, mininterval=1.0):
+        hi = min(n, lo + chunk)
         _, losses, confidences, correct = random_batch(rng, 1, hi - lo)
         observe(np.arange(lo, hi, dtype=np.int64), losses, confidences, correct)
 
@@ -337,8 +349,9 @@ def measure_geko(n: int, state_dir: Path, repeats: int) -> dict[str, Any]:
     log(f"GEKO N={n:,}: create x{heavy_repeats(n, repeats)}")
     store, out = create_geko(n, path, heavy_repeats(n, repeats))
     try:
-        mixing_pass(store.observe, n, rng, "GEKO")
-        store.observe(*random_batch(rng, n, OBSERVE_BATCH))  # numba loads its cached code here
+        mixing_pass(store.observe, n, rng, "GEKO", MIX_CHUNK)
+        # Warm-up: numba's first call loads compiled code (cache=True) and may compile.
+        store.observe(*random_batch(rng, n, OBSERVE_BATCH))
         store.observe(*random_batch(rng, n, SMALL_BATCH))
         log(f"GEKO N={n:,}: observe")
         out["observe_updates_per_s"] = summary(time_observe_throughput(store.observe, n, rng, repeats))
@@ -348,11 +361,13 @@ def measure_geko(n: int, state_dir: Path, repeats: int) -> dict[str, Any]:
         warm = store.repartition()
         out["buckets_after_mixing"] = {"freeze": warm.freeze, "light": warm.light,
                                        "focus": warm.focus, "hard": warm.hard}
-        out["repartition_ms"] = summary([1e3 * s for s in time_repeated(lambda r: store.repartition(), repeats)])
+        times = time_repeated(lambda r: store.repartition(), repeats)
+        out["repartition_ms"] = summary([1e3 * s for s in times])
 
         log(f"GEKO N={n:,}: weights + plan")
         weights_and_full_plan(store, seed=10_000)
-        out["weights_plan_full_s"] = summary(time_repeated(lambda r: weights_and_full_plan(store, r), repeats))
+        out["weights_plan_full_s"] = summary(
+            time_repeated(lambda r: weights_and_full_plan(store, r), repeats))
         out["plan_trainable_draws"] = int(store.plan_epoch(seed=10_000, budget="trainable").shape[0])
         out["plan_trainable_s"] = summary(
             time_repeated(lambda r: store.plan_epoch(seed=r, budget="trainable"), repeats))
@@ -370,8 +385,9 @@ def measure_geko(n: int, state_dir: Path, repeats: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- baseline measurements
-def check_baseline_agrees(n: int = 20_000, rounds: int = 12) -> float:
-    """Share of samples whose bucket is the same in GEKO and the baseline after the same results.
+def check_baseline_agrees(n: int = 20_000, rounds: int = 12) -> tuple[float, dict[str, int]]:
+    """Share of samples whose bucket is the same in GEKO and the baseline after the same results,
+    and GEKO's bucket counts (so one can see every bucket was exercised).
 
     Guards the baseline's fidelity: both see identical batches (with duplicate ids) over several
     epochs. Tiny differences are possible where a float32 GEKO value sits on a threshold.
@@ -389,12 +405,14 @@ def check_baseline_agrees(n: int = 20_000, rounds: int = 12) -> float:
             correct = losses < 0.5
             store.observe(ids, losses, confidences, correct)
             base.observe(ids, losses, confidences, correct)
-        store.repartition()
+        stats = store.repartition()
         base.repartition()
     geko_buckets = store.column("bucket")
     base_buckets = np.array([s.bucket.value for s in base.samples.values()], dtype=np.int8)
+    agreement = float(np.mean(geko_buckets == base_buckets))
     store.close()
-    return float(np.mean(geko_buckets == base_buckets))
+    counts = {"freeze": stats.freeze, "light": stats.light, "focus": stats.focus, "hard": stats.hard}
+    return agreement, counts
 
 
 def measure_baseline(n: int, repeats: int) -> dict[str, Any]:
@@ -408,7 +426,8 @@ def measure_baseline(n: int, repeats: int) -> dict[str, Any]:
     create_s = (time.perf_counter_ns() - t0) / 1e9
     gc.collect()
     rss_fresh = rss_bytes() - before
-    mixing_pass(base.observe, n, rng, "baseline")
+    # Training-sized batches: huge ones would leave freed float objects' arenas in the RSS.
+    mixing_pass(base.observe, n, rng, "baseline", OBSERVE_BATCH)
     gc.collect()
     rss_observed = rss_bytes() - before
     out: dict[str, Any] = {
@@ -423,11 +442,13 @@ def measure_baseline(n: int, repeats: int) -> dict[str, Any]:
     obs_repeats = min(repeats, BASELINE_REPEATS)
     log(f"baseline N={n:,}: observe")
     out["observe_updates_per_s"] = summary(time_observe_throughput(base.observe, n, rng, obs_repeats))
-    out["batch32_us"] = summary(time_small_batches(base.observe, n, rng, obs_repeats, BASELINE_SMALL_CALLS))
+    out["batch32_us"] = summary(
+        time_small_batches(base.observe, n, rng, obs_repeats, BASELINE_SMALL_CALLS))
     heavy = min(repeats, BASELINE_HEAVY_REPEATS)
     log(f"baseline N={n:,}: repartition")
     base.repartition()
-    out["repartition_ms"] = summary([1e3 * s for s in time_repeated(lambda r: base.repartition(), heavy)])
+    times = time_repeated(lambda r: base.repartition(), heavy)
+    out["repartition_ms"] = summary([1e3 * s for s in times])
     log(f"baseline N={n:,}: weights + plan")
     out["weights_plan_full_s"] = summary(time_repeated(base.full_plan, heavy))
     del base
@@ -445,7 +466,7 @@ class Target:
     def text(self, unit: str) -> str:
         sign = ">=" if self.higher_is_better else "<="
         where = f" @{self.only_at_n // 1_000_000}M" if self.only_at_n else ""
-        return f"{sign} {fmt(self.limit)} {unit}{where}"
+        return f"{sign} {self.limit:g} {unit}{where}"
 
     def verdict(self, n: int, value: float | None) -> str:
         if value is None:
@@ -511,7 +532,7 @@ def rows_for(n: int, g: dict[str, Any], b: dict[str, Any] | None) -> list[Row]:
     mem = g["memory"]
     specs: list[tuple[str, str, float | None, tuple[float | None, str], bool, Target | None]] = [
         ("state memory, columns", "B/sample", mem["column_bytes_per_sample"],
-         base("rss_bytes_per_sample", True), False, TARGETS["memory"]),
+         (None, ""), False, TARGETS["memory"]),
         ("state memory, RSS growth", "B/sample", mem["rss_bytes_per_sample"],
          base("rss_bytes_per_sample", True), False, TARGETS["memory"]),
         ("state on disk", "B/sample", mem["file_bytes_per_sample"], (None, ""), False, None),
@@ -561,23 +582,23 @@ def format_table(rows: Iterable[Row]) -> str:
 
 
 def footnotes(baselines: dict[int, dict[str, Any]], skipped: bool) -> str:
-    notes = [
-        "ratio: how many times better GEKO is (baseline time / GEKO time, GEKO rate / baseline rate,",
-        "       baseline bytes / GEKO bytes).",
-        "objects: dict of plain Python objects with per-sample loops; its memory is the RSS growth",
-        "       after building the objects and observing every sample once.",
-    ]
+    notes: list[str] = []
     if baselines:
         sizes = ", ".join(f"{n:,}" for n in sorted(baselines))
         notes += [
+            "ratio: how many times better GEKO is (baseline time / GEKO time, GEKO rate / baseline",
+            "       rate, baseline bytes / GEKO bytes).",
+            "objects: dict of plain Python objects with per-sample loops; its memory is the RSS",
+            "       growth after building the objects and observing every sample once.",
             f"*  baseline measured at N = {sizes} and scaled linearly to this N.",
             f"~  baseline measured at N = {sizes} (a per-sample or per-batch figure, not scaled).",
         ]
     if skipped:
         notes.append("baseline skipped (--no-baseline).")
-    notes.append(
-        f"targets (DESIGN section 5): per-sample and per-batch ones are judged at every N; "
-        f"repartition and weights + plan only at N = {TARGET_N:,}.")
+    notes += [
+        "targets (DESIGN section 5): per-sample and per-batch ones are judged at every N;",
+        f"       repartition and weights + plan only at N = {TARGET_N:,} ('-' elsewhere).",
+    ]
     return "\n".join(notes)
 
 
@@ -621,7 +642,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--state-dir", type=Path,
                    help="folder for the state files (default: a temporary folder, removed at the end)")
     p.add_argument("--baseline-n", type=int, default=1_000_000,
-                   help="objects in the baseline (default 1M; N when smaller); scaled linearly to larger N")
+                   help="objects in the baseline (default 1M; N when smaller); "
+                        "scaled linearly to larger N")
     p.add_argument("--no-baseline", action="store_true", help="skip the object baseline")
     args = p.parse_args(argv)
     if any(n < 1 for n in args.n) or args.repeats < 1 or args.baseline_n < 1:
@@ -631,9 +653,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    np.random.default_rng(0)
-    random.seed(0)
+    random.seed(0)  # every numpy draw comes from np.random.default_rng(0) made per measurement
     started = time.perf_counter()
+    busy_start, own_start = user_cpu_seconds()
     sizes = sorted(set(args.n))
     own_dir = args.state_dir is None
     state_dir = Path(tempfile.mkdtemp(prefix="geko-bench-")) if own_dir else args.state_dir
@@ -647,9 +669,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The baseline runs first, in a fresh process, so its RSS growth is not blurred by freed
         # GEKO buffers (and GEKO's resident figures are unaffected: they are mapped file pages).
         if not args.no_baseline:
-            agreement = check_baseline_agrees()
-            log(f"baseline agrees with GEKO on {agreement:.4%} of buckets (20,000 samples, 12 epochs)")
-            results["baseline_bucket_agreement"] = agreement
+            agreement, counts = check_baseline_agrees()
+            log(f"baseline agrees with GEKO on {agreement:.4%} of buckets "
+                f"(20,000 samples, 12 epochs; GEKO buckets {counts})")
+            results["baseline_check"] = {"bucket_agreement": agreement, "geko_buckets": counts}
             for bn in sorted({min(args.baseline_n, n) for n in sizes}):
                 baselines[bn] = measure_baseline(bn, args.repeats)
         geko = {n: measure_geko(n, state_dir, args.repeats) for n in sizes}
@@ -665,7 +688,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(footnotes(baselines, args.no_baseline))
     wall = time.perf_counter() - started
-    print(f"\ntotal wall time {wall:.1f} s; peak RSS {peak_rss_bytes() / 2**30:.2f} GiB")
+    busy_end, own_end = user_cpu_seconds()
+    # CPU time other processes took during the run: on 2 cores, any of it skews the timings.
+    others = max(0.0, (busy_end - busy_start) - (own_end - own_start))
+    print(f"\ntotal wall time {wall:.1f} s; peak RSS {peak_rss_bytes() / 2**30:.2f} GiB; "
+          f"other processes used {others:.1f} user CPU-s ({others / wall:.0%} of one core)"
+          + (" -- timings may be skewed by contention" if others / wall > 0.05 else ""))
 
     results.update({
         "geko": {str(n): geko[n] for n in sizes},
@@ -673,6 +701,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "table": [{**asdict(r), "ratio": r.ratio(),
                    "verdict": r.target.verdict(r.n, r.geko) if r.target else None} for r in rows],
         "total_wall_s": wall,
+        "other_processes_user_cpu_s": others,
         "peak_rss_bytes": peak_rss_bytes(),
     })
     if args.json:

@@ -4,8 +4,14 @@ from .config import (
 )
 from .curriculum import MOUNTAIN, MountainCurriculum, Phase
 from .errors import ConfigError, GekoError, InputError, SchemaVersionError, StateFileError, StoreClosedError
+from .export import export_rows, keep_mask, kept_ids, parse_buckets, write_ids
+from .history import HistoryConfig, HistoryRecord, HistoryWriter, read_summary
 from .planning import BudgetKind, EpochPlan, WeightSegment, shard
+from .plots import MissingDependencyError, render_plots
+from .report import EfficiencyReport, build_report
+from .run import Run, open_run
 from .schema import COLUMN_NAMES, LOSS_WINDOW, SCHEMA_VERSION, Bucket, bytes_per_sample
+from .sql import QueryError, connect, query
 from .stats import PartitionStats
 from .store import StateStore
 
@@ -17,4 +23,8 @@ __all__ = [
     "MountainCurriculum", "NanPolicy", "PRESETS", "PartitionStats", "Phase", "SCHEMA_VERSION",
     "SchemaVersionError", "StateFileError", "StateStore", "StoreClosedError", "WeightSegment",
     "bytes_per_sample", "shard", "__version__",
+    # history, SQL, exports, reports
+    "EfficiencyReport", "HistoryConfig", "HistoryRecord", "HistoryWriter", "MissingDependencyError",
+    "QueryError", "Run", "build_report", "connect", "export_rows", "keep_mask", "kept_ids", "open_run",
+    "parse_buckets", "query", "read_summary", "render_plots", "write_ids",
 ]

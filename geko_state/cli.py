@@ -8,12 +8,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .config import PRESETS
 from .errors import GekoError
+
+if TYPE_CHECKING:
+    from .store import StateStore
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -26,13 +30,14 @@ def command(name: str, help: str, example: str):
         configure, run = fn_pair()
 
         def _configure(p: argparse.ArgumentParser) -> None:
-            p.description = help
+            p.description = textwrap.fill(help, 88)
             p.epilog = f"example:\n  {example}"
             p.formatter_class = argparse.RawDescriptionHelpFormatter
             configure(p)
 
         COMMANDS[name] = (_configure, run)
-        _configure.help = help  # type: ignore[attr-defined]
+        # `geko --help` lists each command with its first sentence; `geko NAME --help` has it all.
+        _configure.help = help.split(". ")[0].rstrip(".") + "."  # type: ignore[attr-defined]
         return fn_pair
 
     return deco
@@ -93,12 +98,19 @@ def _simulate():
         p.add_argument("--budget", default="trainable", help="'trainable' (default), 'full', a count or a fraction")
         p.add_argument("--prune-after", type=int, default=0, help="prune samples frozen this many epochs in a row (0: never)")
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--out", type=Path, default=None, help="write the state file (and checkpoint) to this folder")
+        p.add_argument("--out", type=Path, default=None,
+                       help="run directory: state file, checkpoint, history and epoch summary")
+        p.add_argument("--history-every", type=int, default=1,
+                       help="with --out: per-sample history snapshot every this many epochs (default 1)")
+        p.add_argument("--history-changed-only", action="store_true",
+                       help="with --out: snapshots hold only the samples whose bucket changed")
 
     def run(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
+        from .history import HistoryConfig, HistoryWriter
         from .planning import parse_budget
+        from .run import Run
         from .simulate import SyntheticTask, simulate
         from .store import StateStore
 
@@ -111,16 +123,25 @@ def _simulate():
                 continue
         parse_budget(budget)
         config = PRESETS[args.preset].replace(prune_frozen_after=args.prune_after, log_bucket_stats=False)
-        path = None
+        path, writer = None, None
         if args.out is not None:
             args.out.mkdir(parents=True, exist_ok=True)
             path = args.out / "state.arrow"
+            cfg = HistoryConfig(every=args.history_every, changed_only=args.history_changed_only)
+            # A new simulation replaces the directory's state, so its old history goes too.
+            run_dir = Run(args.out)
+            for old in [run_dir.epochs_path, *run_dir.history_files().values()]:
+                old.unlink(missing_ok=True)
+            writer = HistoryWriter(args.out, cfg)
         store = StateStore.create(args.n, path, config, overwrite=True)
         t0 = time.perf_counter()
         rows = []
         header = f"{'epoch':>5} {'trained':>12} {'FREEZE':>7} {'LIGHT':>7} {'FOCUS':>7} {'HARD':>7} {'pruned':>7} {'acc':>6}"
         with tqdm(total=args.epochs, desc="simulate", unit="epoch", file=sys.stderr) as bar:
             for r in simulate(store, args.epochs, SyntheticTask(seed=args.seed), seed=args.seed, budget=budget):
+                if writer is not None:
+                    writer.record(store, r.stats, samples_trained=r.trained,
+                                  phase=_phase_label(store, r.epoch - 1, args.epochs))
                 rows.append(r)
                 bar.update(1)
         print(header)
@@ -137,8 +158,138 @@ def _simulate():
         if path is not None:
             store.flush()
             ckpt = store.checkpoint(args.out / "checkpoint.arrow")
-            print(f"state: {path}  checkpoint: {ckpt}\ntry: geko inspect {path}")
+            print(f"state: {path}  checkpoint: {ckpt}  history: {args.out / 'history'}  "
+                  f"summary: {args.out / 'epochs.parquet'}")
+            print(f"try: geko inspect {path}\n     geko report {args.out}\n"
+                  f"     geko sql {args.out} \"SELECT bucket, count(*) FROM samples GROUP BY bucket\"")
         store.close()
+        return 0
+
+    return configure, run
+
+
+def _phase_label(store: StateStore, epoch: int, total_epochs: int) -> str | None:
+    """Curriculum phase(s) an epoch was drawn in, e.g. ``"ASCENT>PEAK"``; None without curriculum."""
+    names: list[str] = []
+    for seg in store.weight_segments(total_epochs=total_epochs, epoch=epoch):
+        if seg.phase is not None and seg.phase.name not in names:
+            names.append(seg.phase.name)
+    return ">".join(names) or None
+
+
+@command(
+    "sql",
+    "Query a run directory with DuckDB SQL. Views: samples (current state, one row per sample, "
+    "read in place), history (per-sample snapshots: epoch, sample_id, bucket, q_value, confidence, "
+    "last_loss, correct, times_seen, pruned), epochs (one summary row per epoch), transitions "
+    "(sample_id, epoch, from_bucket, to_bucket) and transition_counts (epoch, from_bucket, "
+    "to_bucket, count). A query DuckDB refuses prints DuckDB's message and exits with status 2.",
+    'geko sql runs/sim "SELECT epoch, to_bucket, count(*) FROM transitions GROUP BY ALL ORDER BY ALL"',
+)
+def _sql():
+    def configure(p: argparse.ArgumentParser) -> None:
+        from .tables import RESULT_FORMATS
+
+        p.add_argument("run_dir", type=Path, help="run directory (state.arrow, history/, epochs.parquet)")
+        p.add_argument("query", help="the SQL statement")
+        p.add_argument("--format", choices=RESULT_FORMATS, default="table",
+                       help="output format (default table; parquet needs --output)")
+        p.add_argument("--output", type=Path, default=None, help="write the result to this file instead of stdout")
+
+    def run(args: argparse.Namespace) -> int:
+        from .errors import InputError
+        from .sql import QueryError, query
+        from .tables import TEXT_FORMATS, render_text, write_result
+
+        if args.format not in TEXT_FORMATS and args.output is None:
+            raise InputError(f"--format {args.format} writes a binary file: give --output FILE")
+        try:
+            df = query(args.run_dir, args.query)
+        except QueryError as e:
+            print(str(e), file=sys.stderr)
+            return 2
+        if args.output is not None:
+            write_result(df, args.output, args.format)
+            print(f"{df.height:,} rows -> {args.output}", file=sys.stderr)
+        else:
+            sys.stdout.write(render_text(df, args.format).rstrip("\n") + "\n")
+        return 0
+
+    return configure, run
+
+
+@command(
+    "export",
+    "Export what to keep for the next run: the ids of the unpruned samples in the chosen buckets "
+    "(--ids-out, .txt or .parquet) and/or those rows of your dataset (--dataset, --output: Parquet, "
+    "JSONL, CSV or Arrow, streamed, so datasets larger than memory work). Row i of the dataset is "
+    "sample i; a dataset with another row count than the state is refused.",
+    "geko export runs/sim --keep HARD,FOCUS,LIGHT --ids-out kept.txt --dataset data.jsonl --output kept.jsonl",
+)
+def _export():
+    def configure(p: argparse.ArgumentParser) -> None:
+        p.add_argument("run_dir", type=Path, help="run directory (or a state file)")
+        p.add_argument("--keep", default="HARD,FOCUS,LIGHT",
+                       help="comma-separated buckets to keep (default HARD,FOCUS,LIGHT); pruned samples never are")
+        p.add_argument("--ids-out", type=Path, default=None, help="write the kept ids here (.txt or .parquet)")
+        p.add_argument("--dataset", type=Path, default=None,
+                       help="dataset the state was built on (.parquet, .jsonl, .csv, .arrow)")
+        p.add_argument("--output", type=Path, default=None, help="where to write the kept dataset rows")
+
+    def run(args: argparse.Namespace) -> int:
+        from .errors import InputError
+        from .export import ID_FORMATS, export_rows, kept_ids, parse_buckets, write_ids
+        from .run import Run
+        from .store import StateStore
+
+        if args.ids_out is None and args.dataset is None:
+            raise InputError("nothing to export: give --ids-out FILE and/or --dataset FILE --output FILE")
+        if (args.dataset is None) != (args.output is None):
+            raise InputError("--dataset and --output go together")
+        keep = parse_buckets(args.keep)
+        if args.ids_out is not None and args.ids_out.suffix.lower() not in ID_FORMATS:
+            raise InputError(f"--ids-out {args.ids_out}: expected a file ending in one of {sorted(ID_FORMATS)}")
+        state = Run(args.run_dir).state_path if args.run_dir.is_dir() else args.run_dir
+        lines = []
+        with StateStore.open(state, mode="r") as store:
+            ids = kept_ids(store, keep)
+            names = ",".join(b.name for b in keep)
+            lines.append(f"kept {ids.size:,} of {store.n_samples:,} samples ({names}; pruned excluded)")
+            # Rows first: the dataset check is the step most likely to refuse.
+            if args.dataset is not None:
+                rows = export_rows(store, args.dataset, args.output, keep)
+                lines.append(f"rows: {rows:,} rows of {args.dataset} -> {args.output}")
+            if args.ids_out is not None:
+                write_ids(ids, args.ids_out)
+                lines.append(f"ids: {args.ids_out}")
+        print("\n".join(lines))
+        return 0
+
+    return configure, run
+
+
+@command(
+    "report",
+    "Print a run's efficiency report (per-epoch buckets, samples trained against N x epochs = "
+    "compute actually saved, accuracy, pruning, bucket moves, history size) and write PNG plots: "
+    "bucket shares, bucket transitions, Q and loss distributions per bucket.",
+    "geko report runs/sim --plots-dir runs/sim/plots",
+)
+def _report():
+    def configure(p: argparse.ArgumentParser) -> None:
+        p.add_argument("run_dir", type=Path, help="run directory with epochs.parquet (e.g. from geko simulate --out)")
+        p.add_argument("--plots-dir", type=Path, default=None, help="where to write the PNGs (default RUN_DIR/plots)")
+        p.add_argument("--no-plots", action="store_true", help="print the report only")
+
+    def run(args: argparse.Namespace) -> int:
+        from .report import build_report
+
+        print(build_report(args.run_dir).format())
+        if not args.no_plots:
+            from .plots import render_plots
+
+            paths = render_plots(args.run_dir, args.plots_dir)
+            print("\nplots: " + "\n       ".join(str(p) for p in paths))
         return 0
 
     return configure, run
@@ -149,7 +300,9 @@ def build_parser(prog: str = "geko") -> tuple[argparse.ArgumentParser, argparse.
         prog=prog,
         description="GEKO: per-sample learning state for fine-tuning. Skip what the model already "
         "knows, draw more of what it gets confidently wrong.",
-        epilog="example:\n  geko simulate --n 1000000 --epochs 8 --out runs/sim\n  geko inspect runs/sim/state.arrow",
+        epilog="example:\n  geko simulate --n 1000000 --epochs 8 --out runs/sim\n  geko inspect runs/sim/state.arrow\n"
+        "  geko report runs/sim\n  geko sql runs/sim \"SELECT bucket, count(*) FROM samples GROUP BY bucket\"\n"
+        "  geko export runs/sim --keep HARD,FOCUS,LIGHT --ids-out runs/sim/kept.txt",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -20,9 +20,9 @@ from .errors import ConfigError, InputError, StateFileError, StoreClosedError
 from .io import atomic_write_json
 from .kernels import observe as obs
 from .kernels.registry import KernelBackend, get_kernels
-from .kernels.repartition import N_COUNTS
+from .kernels import repartition as rp
 from .planning import Budget, BudgetKind, EpochPlan, WeightSegment, build_plan, class_weight_vector
-from .schema import COLUMN_NAMES, COLUMNS, SCHEMA_VERSION, Bucket
+from .schema import COLUMN_NAMES, SCHEMA_VERSION, Bucket
 from .statefile import columns_to_batch, sidecar_path, write_state_file
 from .stats import PartitionStats
 
@@ -168,6 +168,7 @@ class StateStore:
             "observations_epoch": 0,
             "skipped_total": 0,
             "skipped_epoch": 0,
+            "seen_total": 0,  # samples observed at least once (pruned ones included)
             "last_stats": None,
         }
 
@@ -257,7 +258,7 @@ class StateStore:
         if b == 0:
             return 0
         cfg = self._config
-        code, idx, skipped = self._kernels.observe(
+        code, idx, skipped, newly_seen = self._kernels.observe(
             cols["times_seen"], cols["last_loss"], cols["confidence"], cols["correct"],
             cols["loss_window"], cols["quality"], cols["q_value"],
             i, lo, co, cr, np.float64(cfg.q_value_lr), np.float64(cfg.q_value_loss_scale),
@@ -277,6 +278,7 @@ class StateStore:
         m["observations_epoch"] += applied
         m["skipped_total"] += int(skipped)
         m["skipped_epoch"] += int(skipped)
+        m["seen_total"] += int(newly_seen)
         return applied
 
     # ------------------------------------------------------------------ repartition
@@ -292,8 +294,7 @@ class StateStore:
         due = epoch % cfg.repartition_every == 0
         if due:
             counts = self._kernels.repartition(
-                cols["correct"], cols["confidence"], cols["quality"], cols["q_value"],
-                cols["times_seen"], cols["pruned"],
+                cols["correct"], cols["confidence"], cols["quality"], cols["q_value"], cols["pruned"],
                 cols["bucket"], cols["consecutive_frozen"], cols["frozen_at_epoch"],
                 np.float32(cfg.freeze_confidence), np.float32(cfg.freeze_quality),
                 np.float32(cfg.focus_confidence), np.float32(cfg.min_q_for_freeze),
@@ -301,6 +302,8 @@ class StateStore:
             )
         else:
             counts = self._count_only(cols)
+        # Pruned samples were all observed (only FREEZE samples are pruned).
+        counts[rp.C_SEEN] = int(self._meta["seen_total"]) - int(counts[rp.C_PRUNED])
         stats = PartitionStats.from_counts(
             counts, epoch=epoch, n_samples=self.n_samples,
             observations=int(self._meta["observations_epoch"]),
@@ -318,15 +321,11 @@ class StateStore:
 
     @staticmethod
     def _count_only(cols: dict[str, np.ndarray]) -> np.ndarray:
-        from .kernels import repartition as rp
-
-        counts = np.zeros(N_COUNTS, dtype=np.int64)
+        counts = np.zeros(rp.N_COUNTS, dtype=np.int64)
         live = cols["pruned"] == 0
         counts[:4] = np.bincount(cols["bucket"][live].astype(np.int64), minlength=4)
         counts[rp.C_PRUNED] = int((~live).sum())
-        seen = live & (cols["times_seen"] > 0)
-        counts[rp.C_SEEN] = int(seen.sum())
-        counts[rp.C_CORRECT_SEEN] = int((seen & (cols["correct"] != 0)).sum())
+        counts[rp.C_CORRECT_SEEN] = int((live & (cols["correct"] != 0)).sum())
         return counts
 
     # ------------------------------------------------------------------ weights and plans

@@ -1,8 +1,9 @@
 """Observe: fold a batch of training results into the per-sample state (DESIGN section 2).
 
 Both implementations validate the whole batch first and mutate nothing when it is bad; they
-return ``(code, index, skipped)`` where ``code`` is one of the ``OBS_*`` constants and ``index``
-the position of the first offending element. Arithmetic is done in float64 in the same order in
+return ``(code, index, skipped, newly_seen)`` where ``code`` is one of the ``OBS_*`` constants and ``index``
+the position of the first offending element and
+``newly_seen`` the number of samples observed for the first time. Arithmetic is done in float64 in the same order in
 both, then stored as float32, so they agree bit for bit.
 
 State columns (all shape ``[N]`` except ``window``: ``[N, LOSS_WINDOW]``) are updated in place.
@@ -24,6 +25,8 @@ __all__ = [
     "OBS_CONFIDENCE_RANGE",
     "observe_numpy",
     "observe_numba",
+    "observe_numba_serial",
+    "observe_numba_parallel",
 ]
 
 OBS_OK = 0
@@ -46,22 +49,22 @@ def observe_numpy(
     n = times_seen.shape[0]
     bad_id = (ids < 0) | (ids >= n)
     if bad_id.any():
-        return OBS_BAD_ID, _first(bad_id), 0
+        return OBS_BAD_ID, _first(bad_id), 0, 0
     loss_nf = ~np.isfinite(losses)
     conf_nf = ~np.isfinite(confs)
     nonfinite = loss_nf | conf_nf
     if not skip_nonfinite:
         if loss_nf.any():
-            return OBS_NONFINITE_LOSS, _first(loss_nf), 0
+            return OBS_NONFINITE_LOSS, _first(loss_nf), 0, 0
         if conf_nf.any():
-            return OBS_NONFINITE_CONFIDENCE, _first(conf_nf), 0
+            return OBS_NONFINITE_CONFIDENCE, _first(conf_nf), 0, 0
     with np.errstate(invalid="ignore"):
         neg = ~nonfinite & (losses < 0)
         out = ~nonfinite & ((confs < 0) | (confs > 1))
     if neg.any():
-        return OBS_NEGATIVE_LOSS, _first(neg), 0
+        return OBS_NEGATIVE_LOSS, _first(neg), 0, 0
     if out.any():
-        return OBS_CONFIDENCE_RANGE, _first(out), 0
+        return OBS_CONFIDENCE_RANGE, _first(out), 0, 0
 
     keep = ~nonfinite
     skipped = int(nonfinite.sum())
@@ -74,10 +77,12 @@ def observe_numpy(
     rank = np.empty(ids.size, dtype=np.int64)
     rank[order] = np.arange(ids.size) - run_start
     a = np.float64(q_lr)
+    newly_seen = 0
     for r in range(int(rank.max()) + 1 if ids.size else 0):
         sel = rank == r
         s, l, c, k = ids[sel], losses[sel], confs[sel], corr[sel]
         seen = times_seen[s].astype(np.int64)
+        newly_seen += int((seen == 0).sum())
         window[s, seen % LOSS_WINDOW] = l
         cnt = np.minimum(seen + 1, LOSS_WINDOW)
         times_seen[s] = seen + 1
@@ -102,65 +107,122 @@ def observe_numpy(
 
         target = 1.0 - np.minimum(l.astype(np.float64) / np.float64(loss_scale), 1.0)
         q_value[s] = ((1.0 - a) * q_value[s].astype(np.float64) + a * target).astype(np.float32)
-    return OBS_OK, -1, skipped
+    return OBS_OK, -1, skipped, newly_seen
 
 
 @numba.njit(cache=True, nogil=True)
+def _validate(n, ids, losses, confs, skip_nonfinite):
+    b = ids.shape[0]
+    for i in range(b):
+        if ids[i] < 0 or ids[i] >= n:
+            return OBS_BAD_ID, i
+    if not skip_nonfinite:
+        for i in range(b):
+            if not np.isfinite(losses[i]):
+                return OBS_NONFINITE_LOSS, i
+        for i in range(b):
+            if not np.isfinite(confs[i]):
+                return OBS_NONFINITE_CONFIDENCE, i
+    for i in range(b):
+        if np.isfinite(losses[i]) and np.isfinite(confs[i]) and losses[i] < 0:
+            return OBS_NEGATIVE_LOSS, i
+    for i in range(b):
+        if np.isfinite(losses[i]) and np.isfinite(confs[i]) and (confs[i] < 0 or confs[i] > 1):
+            return OBS_CONFIDENCE_RANGE, i
+    return OBS_OK, -1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _apply(s, l, c, k, times_seen, last_loss, confidence, correct, window, quality, q_value, a, scale):
+    seen = np.int64(times_seen[s])
+    window[s, seen % LOSS_WINDOW] = l
+    cnt = min(seen + 1, LOSS_WINDOW)
+    times_seen[s] = seen + 1
+    last_loss[s] = l
+    confidence[s] = c
+    correct[s] = k
+    if cnt >= 2:
+        total = 0.0
+        for j in range(LOSS_WINDOW):
+            if j < cnt:
+                total = total + np.float64(window[s, j])
+        mean = total / cnt
+        sq = 0.0
+        for j in range(LOSS_WINDOW):
+            if j < cnt:
+                d = np.float64(window[s, j]) - mean
+                sq = sq + d * d
+        std = np.sqrt(sq / cnt)
+        quality[s] = np.float32(max(0.0, 1.0 - min(std, 1.0)))
+    target = 1.0 - min(np.float64(l) / scale, 1.0)
+    q_value[s] = np.float32((1.0 - a) * np.float64(q_value[s]) + a * target)
+    return seen == 0
+
+
+@numba.njit(cache=True, nogil=True)
+def observe_numba_serial(
+    times_seen, last_loss, confidence, correct, window, quality, q_value,
+    ids, losses, confs, corr, q_lr, loss_scale, skip_nonfinite,
+):
+    code, idx = _validate(times_seen.shape[0], ids, losses, confs, skip_nonfinite)
+    if code != OBS_OK:
+        return code, idx, 0, 0
+    a = np.float64(q_lr)
+    scale = np.float64(loss_scale)
+    skipped = 0
+    newly_seen = 0
+    # Batch order, so duplicates behave like successive observations.
+    for i in range(ids.shape[0]):
+        if not (np.isfinite(losses[i]) and np.isfinite(confs[i])):
+            skipped += 1
+            continue
+        newly_seen += _apply(ids[i], losses[i], confs[i], corr[i], times_seen, last_loss, confidence,
+                             correct, window, quality, q_value, a, scale)
+    return OBS_OK, -1, skipped, newly_seen
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def observe_numba_parallel(
+    times_seen, last_loss, confidence, correct, window, quality, q_value,
+    ids, losses, confs, corr, q_lr, loss_scale, skip_nonfinite, parts,
+):
+    code, idx = _validate(times_seen.shape[0], ids, losses, confs, skip_nonfinite)
+    if code != OBS_OK:
+        return code, idx, 0, 0
+    a = np.float64(q_lr)
+    scale = np.float64(loss_scale)
+    skipped = np.zeros(parts, dtype=np.int64)
+    newly_seen = np.zeros(parts, dtype=np.int64)
+    # Thread t owns the ids with id % parts == t and walks the batch in order: every sample's
+    # updates stay in batch order (duplicates included) and no two threads touch one sample.
+    for t in numba.prange(parts):
+        for i in range(ids.shape[0]):
+            s = ids[i]
+            if s % parts != t:
+                continue
+            if not (np.isfinite(losses[i]) and np.isfinite(confs[i])):
+                skipped[t] += 1
+                continue
+            newly_seen[t] += _apply(s, losses[i], confs[i], corr[i], times_seen, last_loss, confidence,
+                                    correct, window, quality, q_value, a, scale)
+    return OBS_OK, -1, skipped.sum(), newly_seen.sum()
+
+
+# Below this batch size starting threads costs more than it saves.
+PARALLEL_MIN_BATCH = 1024
+
+
 def observe_numba(
     times_seen, last_loss, confidence, correct, window, quality, q_value,
     ids, losses, confs, corr, q_lr, loss_scale, skip_nonfinite,
 ):
-    n = times_seen.shape[0]
-    b = ids.shape[0]
-    # Pass 1: validate everything before touching the state.
-    for i in range(b):
-        if ids[i] < 0 or ids[i] >= n:
-            return OBS_BAD_ID, i, 0
-    if not skip_nonfinite:
-        for i in range(b):
-            if not np.isfinite(losses[i]):
-                return OBS_NONFINITE_LOSS, i, 0
-        for i in range(b):
-            if not np.isfinite(confs[i]):
-                return OBS_NONFINITE_CONFIDENCE, i, 0
-    for i in range(b):
-        if np.isfinite(losses[i]) and np.isfinite(confs[i]) and losses[i] < 0:
-            return OBS_NEGATIVE_LOSS, i, 0
-    for i in range(b):
-        if np.isfinite(losses[i]) and np.isfinite(confs[i]) and (confs[i] < 0 or confs[i] > 1):
-            return OBS_CONFIDENCE_RANGE, i, 0
-
-    # Pass 2: apply in batch order, so duplicates behave like successive observations.
-    a = np.float64(q_lr)
-    scale = np.float64(loss_scale)
-    skipped = 0
-    for i in range(b):
-        l = losses[i]
-        c = confs[i]
-        if not (np.isfinite(l) and np.isfinite(c)):
-            skipped += 1
-            continue
-        s = ids[i]
-        seen = np.int64(times_seen[s])
-        window[s, seen % LOSS_WINDOW] = l
-        cnt = min(seen + 1, LOSS_WINDOW)
-        times_seen[s] = seen + 1
-        last_loss[s] = l
-        confidence[s] = c
-        correct[s] = corr[i]
-        if cnt >= 2:
-            total = 0.0
-            for j in range(LOSS_WINDOW):
-                if j < cnt:
-                    total = total + np.float64(window[s, j])
-            mean = total / cnt
-            sq = 0.0
-            for j in range(LOSS_WINDOW):
-                if j < cnt:
-                    d = np.float64(window[s, j]) - mean
-                    sq = sq + d * d
-            std = np.sqrt(sq / cnt)
-            quality[s] = np.float32(max(0.0, 1.0 - min(std, 1.0)))
-        target = 1.0 - min(np.float64(l) / scale, 1.0)
-        q_value[s] = np.float32((1.0 - a) * np.float64(q_value[s]) + a * target)
-    return OBS_OK, -1, skipped
+    """Serial for small batches, id-partitioned across threads for large ones (same result)."""
+    if ids.shape[0] >= PARALLEL_MIN_BATCH and numba.get_num_threads() > 1:
+        return observe_numba_parallel(
+            times_seen, last_loss, confidence, correct, window, quality, q_value,
+            ids, losses, confs, corr, q_lr, loss_scale, skip_nonfinite, numba.get_num_threads(),
+        )
+    return observe_numba_serial(
+        times_seen, last_loss, confidence, correct, window, quality, q_value,
+        ids, losses, confs, corr, q_lr, loss_scale, skip_nonfinite,
+    )

@@ -25,7 +25,7 @@ def _random_state(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     cols["times_seen"] = rng.integers(0, 8, n).astype(np.int32)
     cols["pruned"] = (rng.random(n) < 0.1).astype(np.uint8)
     cols["bucket"] = rng.integers(0, 4, n).astype(np.int8)
-    cols["consecutive_frozen"] = np.where(cols["bucket"] == 0, rng.integers(0, 3, n), 0).astype(np.int32)
+    cols["consecutive_frozen"] = np.where(cols["bucket"] == 0, rng.integers(1, 3, n), 0).astype(np.int32)  # FREEZE <=> streak > 0
     cols["frozen_at_epoch"] = np.where(cols["consecutive_frozen"] > 0, 1, -1).astype(np.int32)
     cols["loss_window"] = (rng.random((n, 5)) * 3).astype(np.float32)
     cols["last_loss"] = cols["loss_window"][:, 0].copy()
@@ -71,8 +71,7 @@ def test_repartition_numba_equals_numpy(seed, n, prune_after, epoch):
     outs = []
     for k in (NB, NP):
         c = _copy(cols)
-        counts = k.repartition(c["correct"], c["confidence"], c["quality"], c["q_value"], c["times_seen"],
-                               c["pruned"], c["bucket"], c["consecutive_frozen"], c["frozen_at_epoch"],
+        counts = k.repartition(c["correct"], c["confidence"], c["quality"], c["q_value"], c["pruned"], c["bucket"], c["consecutive_frozen"], c["frozen_at_epoch"],
                                *THRESH, np.int32(epoch), np.int32(prune_after))
         outs.append((counts, c))
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
@@ -118,3 +117,25 @@ def test_merge_keys_agree(seed, sizes, take):
     off = np.r_[0, np.cumsum(sizes)].astype(np.int64)
     take = min(take, keys.size)
     np.testing.assert_array_equal(NB.merge_keys(off, keys, take), NP.merge_keys(off, keys, take))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 40), b=st.integers(0, 300), skip=st.booleans(),
+       parts=st.integers(1, 4))
+def test_parallel_observe_equals_serial(seed, n, b, skip, parts):
+    from geko_state.kernels.observe import observe_numba_parallel, observe_numba_serial
+
+    rng = np.random.default_rng(seed)
+    cols = _random_state(rng, n)
+    ids = rng.integers(0, n, b).astype(np.int64)
+    losses = (rng.random(b) * 5).astype(np.float32)
+    if skip and b:
+        losses[rng.random(b) < 0.2] = np.nan
+    batch = (ids, losses, rng.random(b).astype(np.float32), (rng.random(b) < 0.5).astype(np.uint8),
+             np.float64(0.1), np.float64(10.0), skip)
+    a, c = _copy(cols), _copy(cols)
+    ra = observe_numba_parallel(*_obs_args(a, batch), parts)
+    rc = observe_numba_serial(*_obs_args(c, batch))
+    assert tuple(int(x) for x in ra) == tuple(int(x) for x in rc)
+    for k in cols:
+        np.testing.assert_array_equal(a[k], c[k], err_msg=k)

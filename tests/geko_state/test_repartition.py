@@ -39,8 +39,8 @@ def test_bucket_rules_at_boundaries(kernels, correct, conf, quality, q, expected
 
 def test_freeze_streak_pruning_and_stats(kernels):
     s = _store(kernels, n=4, prune_frozen_after=2)
-    _set(s, correct=np.array([1, 1, 0, 0]), confidence=F32([0.9, 0.5, 0.9, 0.1]),
-         quality=F32(0.9), q_value=F32(0.9), times_seen=np.array([5, 5, 5, 0]))
+    s.observe([0, 1, 2], [0.1, 0.1, 3.0], [0.9, 0.5, 0.9], [True, True, False])  # sample 3 unseen
+    _set(s, quality=F32(0.9), q_value=F32(0.9))
     st = s.repartition()
     assert (st.epoch, st.freeze, st.light, st.focus, st.hard, st.pruned) == (1, 1, 1, 1, 1, 0)
     assert st.entered_freeze == 1 and st.seen == 3 and st.correct_seen == 2

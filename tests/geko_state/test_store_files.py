@@ -199,3 +199,12 @@ def test_create_validates_arguments():
         StateStore.create(5, config={"q_value_lr": 0.1})
     with pytest.raises(ConfigError, match="kernel backend"):
         StateStore.create(5, kernels="cuda")
+
+
+def test_written_files_get_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        ck = _trained(n=10).checkpoint(tmp_path / "ck.arrow")
+    finally:
+        os.umask(old)
+    assert ck.stat().st_mode & 0o777 == 0o644

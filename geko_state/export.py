@@ -1,0 +1,191 @@
+"""Offline pruning exports: the ids of the samples worth keeping, or the kept rows of a dataset.
+
+Row ``i`` of the dataset is sample id ``i`` of the state (ids are row positions everywhere), so
+the dataset must have exactly as many rows as the state has samples. Pruned samples are never kept.
+Dataset rows are streamed with Polars lazy frames (scan, filter, sink), so a dataset larger than
+memory can be exported; only a bit mask of N bits is held in memory.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import InputError
+from .io import atomic_path
+from .run import Run
+from .schema import Bucket
+from .store import StateStore
+
+__all__ = [
+    "DEFAULT_KEEP",
+    "DATASET_FORMATS",
+    "ID_FORMATS",
+    "export_rows",
+    "keep_mask",
+    "kept_ids",
+    "parse_buckets",
+    "write_ids",
+]
+
+DEFAULT_KEEP: tuple[Bucket, ...] = (Bucket.HARD, Bucket.FOCUS, Bucket.LIGHT)
+
+
+@dataclass(frozen=True)
+class _Format:
+    scan: Callable[[Path], pl.LazyFrame]
+    sink: Callable[[pl.LazyFrame, Path], None]
+
+
+_PARQUET = _Format(lambda p: pl.scan_parquet(p), lambda lf, p: lf.sink_parquet(p))
+_JSONL = _Format(lambda p: pl.scan_ndjson(p), lambda lf, p: lf.sink_ndjson(p))
+_CSV = _Format(lambda p: pl.scan_csv(p), lambda lf, p: lf.sink_csv(p))
+_IPC = _Format(lambda p: pl.scan_ipc(p), lambda lf, p: lf.sink_ipc(p))
+
+# Dataset file suffix -> how to stream it in and out.
+DATASET_FORMATS: dict[str, _Format] = {
+    ".parquet": _PARQUET, ".pq": _PARQUET,
+    ".jsonl": _JSONL, ".ndjson": _JSONL,
+    ".csv": _CSV,
+    ".arrow": _IPC, ".ipc": _IPC, ".feather": _IPC,
+}
+
+
+def _ids_txt(ids: np.ndarray, path: Path) -> None:
+    pl.DataFrame({"sample_id": ids}).write_csv(path, include_header=False)
+
+
+def _ids_parquet(ids: np.ndarray, path: Path) -> None:
+    pq.write_table(pa.table({"sample_id": ids}), path, compression="zstd")
+
+
+# Id list suffix -> writer.
+ID_FORMATS: dict[str, Callable[[np.ndarray, Path], None]] = {".txt": _ids_txt, ".parquet": _ids_parquet}
+
+
+def parse_buckets(keep: str | Bucket | Iterable[str | Bucket]) -> tuple[Bucket, ...]:
+    """Buckets from names or members: ``"HARD,FOCUS"``, ``["hard", Bucket.FOCUS]``, ``Bucket.HARD``."""
+    items: Iterable[str | Bucket]
+    if isinstance(keep, (str, Bucket)):
+        items = keep.split(",") if isinstance(keep, str) else [keep]
+    else:
+        items = keep
+    out: list[Bucket] = []
+    for item in items:
+        if isinstance(item, Bucket):
+            b = item
+        elif isinstance(item, str) and item.strip().upper() in Bucket.__members__:
+            b = Bucket[item.strip().upper()]
+        else:
+            raise InputError(f"keep: unknown bucket {item!r}; expected names from {[b.name for b in Bucket]}")
+        if b not in out:
+            out.append(b)
+    if not out:
+        raise InputError(f"keep: name at least one bucket from {[b.name for b in Bucket]}")
+    return tuple(out)
+
+
+def keep_mask(store: StateStore, keep: str | Iterable[str | Bucket] = DEFAULT_KEEP) -> np.ndarray:
+    """bool ``[N]``: samples whose bucket is in ``keep`` and that are not pruned."""
+    lut = np.zeros(len(Bucket), dtype=bool)
+    lut[[int(b) for b in parse_buckets(keep)]] = True
+    return lut[store.column("bucket")] & (store.column("pruned") == 0)
+
+
+def kept_ids(store: StateStore, keep: str | Iterable[str | Bucket] = DEFAULT_KEEP) -> np.ndarray:
+    """Sorted int64 ids ``[K]`` of the unpruned samples whose bucket is in ``keep``."""
+    return np.flatnonzero(keep_mask(store, keep)).astype(np.int64, copy=False)
+
+
+def _suffix(path: Path, formats: dict, what: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in formats:
+        raise InputError(f"{path}: unsupported {what} format {suffix or '(no suffix)'!r}; expected one of {sorted(formats)}")
+    return suffix
+
+
+def write_ids(ids: Sequence[int] | np.ndarray, path: str | os.PathLike) -> Path:
+    """Write sample ids atomically: ``.txt`` (one id per line) or ``.parquet`` (column ``sample_id``)."""
+    path = Path(path)
+    writer = ID_FORMATS[_suffix(path, ID_FORMATS, "id list")]
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise InputError(f"write_ids: ids must be a 1-D array of integers, got shape {arr.shape} dtype {arr.dtype}")
+    with atomic_path(path) as tmp:
+        writer(arr.astype(np.int64, copy=False), tmp)
+    return path
+
+
+def _resolve_store(source: StateStore | str | os.PathLike) -> tuple[StateStore, bool]:
+    """(store, whether we opened it and must close it)."""
+    if isinstance(source, StateStore):
+        return source, False
+    path = Path(source)
+    if path.is_dir():
+        path = Run(path).state_path
+    return StateStore.open(path, mode="r"), True
+
+
+def _row_index_name(columns: Sequence[str]) -> str:
+    name = "__geko_row"
+    while name in columns:
+        name += "_"
+    return name
+
+
+def export_rows(
+    source: StateStore | str | os.PathLike,
+    dataset: str | os.PathLike,
+    output: str | os.PathLike,
+    keep: str | Iterable[str | Bucket] = DEFAULT_KEEP,
+) -> int:
+    """Write the dataset rows of the kept samples to ``output``, in dataset order; returns their count.
+
+    ``source``: a :class:`StateStore`, a run directory or a state file. Formats follow the file
+    suffixes (:data:`DATASET_FORMATS`: Parquet, JSONL, CSV, Arrow IPC; input and output may
+    differ). The dataset's row count must equal the state's sample count. The output is written
+    under a temporary name and renamed.
+    """
+    dataset, output = Path(dataset), Path(output)
+    fin = DATASET_FORMATS[_suffix(dataset, DATASET_FORMATS, "dataset")]
+    fout = DATASET_FORMATS[_suffix(output, DATASET_FORMATS, "output")]
+    if not dataset.is_file():
+        raise InputError(f"{dataset}: no such dataset file")
+    if output.resolve() == dataset.resolve():
+        raise InputError(f"{output}: the output must not be the dataset itself")
+    keep = parse_buckets(keep)
+    store, opened = _resolve_store(source)
+    try:
+        lazy = fin.scan(dataset)
+        try:
+            n_rows = int(lazy.select(pl.len()).collect().item())
+            columns = lazy.collect_schema().names()
+        except (pl.exceptions.PolarsError, OSError) as e:
+            raise InputError(f"{dataset}: cannot read it as {dataset.suffix} ({e})") from None
+        if n_rows != store.n_samples:
+            raise InputError(
+                f"{dataset}: has {n_rows} rows but the state has {store.n_samples} samples; export "
+                "needs the dataset the state was built on (row i is sample id i)"
+            )
+        mask = keep_mask(store, keep)
+        kept = int(mask.sum())
+    finally:
+        if opened:
+            store.close()
+    row = _row_index_name(columns)
+    # Look the row index up in an N-bit mask instead of joining on the kept ids: no hash table,
+    # and the scan stays a single streaming pass in dataset order.
+    selected = (
+        lazy.with_row_index(row)
+        .filter(pl.lit(pl.Series(mask)).gather(pl.col(row)))
+        .drop(row)
+    )
+    with atomic_path(output) as tmp:
+        fout.sink(selected, tmp)
+    return kept
