@@ -645,6 +645,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="objects in the baseline (default 1M; N when smaller); "
                         "scaled linearly to larger N")
     p.add_argument("--no-baseline", action="store_true", help="skip the object baseline")
+    p.add_argument("--history", action="store_true",
+                   help="also time history recording per epoch at each N (benchmarks/bench_history.py)")
+    p.add_argument("--history-epochs", type=int, default=3, help="epochs for --history (default 3)")
     args = p.parse_args(argv)
     if any(n < 1 for n in args.n) or args.repeats < 1 or args.baseline_n < 1:
         p.error("--n, --repeats and --baseline-n must be >= 1")
@@ -676,6 +679,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             for bn in sorted({min(args.baseline_n, n) for n in sizes}):
                 baselines[bn] = measure_baseline(bn, args.repeats)
         geko = {n: measure_geko(n, state_dir, args.repeats) for n in sizes}
+        history: dict[int, dict[str, Any]] = {}
+        if args.history:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
+            import bench_history  # noqa: PLC0415  (sibling script, only needed with --history)
+
+            for n in sizes:
+                history[n] = bench_history.run(n, args.history_epochs, state_dir / f"history-{n}")
     finally:
         if own_dir:
             shutil.rmtree(state_dir, ignore_errors=True)
@@ -687,6 +697,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(rows))
     print()
     print(footnotes(baselines, args.no_baseline))
+    for n, res in history.items():
+        print()
+        print(bench_history.table(n, res))
     wall = time.perf_counter() - started
     busy_end, own_end = user_cpu_seconds()
     # CPU time other processes took during the run: on 2 cores, any of it skews the timings.
@@ -698,6 +711,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results.update({
         "geko": {str(n): geko[n] for n in sizes},
         "baseline": {str(n): b for n, b in baselines.items()},
+        "history": {str(n): h for n, h in history.items()},
         "table": [{**asdict(r), "ratio": r.ratio(),
                    "verdict": r.target.verdict(r.n, r.geko) if r.target else None} for r in rows],
         "total_wall_s": wall,

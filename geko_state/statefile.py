@@ -145,9 +145,13 @@ def read_layout(path: Path, expected_n: int | None = None) -> StateLayout:
     return StateLayout(n, offsets, meta)
 
 
-def map_columns(path: Path, layout: StateLayout, writable: bool) -> dict[str, np.ndarray]:
-    """numpy views of each column of a state file, backed by one shared memory map."""
-    mm = np.memmap(path, dtype=np.uint8, mode="r+" if writable else "r")
+def map_columns(path: Path, layout: StateLayout, mode: str) -> dict[str, np.ndarray]:
+    """numpy views of each column of a state file, backed by one memory map.
+
+    ``mode`` is numpy's: ``"r"`` read-only, ``"r+"`` shared (writes reach the file), ``"c"``
+    copy-on-write (writes stay private until written back).
+    """
+    mm = np.memmap(path, dtype=np.uint8, mode=mode)
     cols: dict[str, np.ndarray] = {}
     n = layout.n_samples
     for c in COLUMNS:

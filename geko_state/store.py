@@ -30,6 +30,9 @@ __all__ = ["StateStore"]
 
 log = logging.getLogger("geko_state")
 
+# Storage backends that live in a state file.
+_FILE_STORAGE = ("arrow", "arrow-shared")
+
 _OBS_ERRORS = {
     obs.OBS_BAD_ID: ("ids", "sample ids in [0, {n})"),
     obs.OBS_NONFINITE_LOSS: ("losses", "finite losses (or GEKOConfig(nan_policy='skip'))"),
@@ -89,9 +92,12 @@ class StateStore:
         *,
         kernels: str = "numba",
         overwrite: bool = False,
+        storage: str = "arrow",
     ) -> "StateStore":
         """New state for ``n_samples`` samples. ``path=None`` keeps it in memory; a path makes it
         a memory-mapped Arrow IPC file (readable by pyarrow / polars / DuckDB after :meth:`flush`).
+        ``storage="arrow"`` maps it copy-on-write (updates at RAM speed, written back by
+        :meth:`flush`); ``"arrow-shared"`` maps it shared, for states larger than RAM.
         """
         if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
             raise InputError(f"n_samples must be an integer >= 1, got {n_samples!r}")
@@ -102,13 +108,15 @@ class StateStore:
         backend = get_kernels(kernels)
         meta = cls._fresh_meta(int(n_samples), config)
         if path is None:
-            storage = get_storage("memory").create(int(n_samples))
+            st: Any = get_storage("memory").create(int(n_samples))
         else:
+            if storage not in _FILE_STORAGE:
+                raise InputError(f"storage must be one of {list(_FILE_STORAGE)} with a path, got {storage!r}")
             path = Path(path)
             if path.exists() and not overwrite:
                 raise StateFileError(f"{path}: already exists; use StateStore.open() or overwrite=True")
-            storage = get_storage("arrow").create(int(n_samples), path, meta)
-        store = cls(storage, config, backend, meta)
+            st = get_storage(storage).create(int(n_samples), path, meta)
+        store = cls(st, config, backend, meta)
         store.flush()
         return store
 
@@ -124,17 +132,19 @@ class StateStore:
     ) -> "StateStore":
         """Open a state file or checkpoint.
 
-        ``storage="arrow"`` memory-maps it (``mode="r"`` read-only, ``"r+"`` updates in place);
-        ``storage="memory"`` loads a private copy, leaving the file untouched (resume from a
-        checkpoint). ``n_samples``, when given, must match the file.
+        ``storage="arrow"`` memory-maps it (``mode="r"`` read-only; ``"r+"``: updates are written
+        back to the file by :meth:`flush` / :meth:`close`), ``"arrow-shared"`` maps it shared (for
+        states larger than RAM); ``storage="memory"`` loads a private copy, leaving the file
+        untouched (resume from a checkpoint). ``n_samples``, when given, must match the file.
         """
         if mode not in ("r", "r+"):
             raise InputError(f"mode must be 'r' or 'r+', got {mode!r}")
-        if storage not in ("arrow", "memory"):
-            raise InputError(f"storage must be 'arrow' or 'memory', got {storage!r}")
+        if storage not in (*_FILE_STORAGE, "memory"):
+            raise InputError(f"storage must be one of {[*_FILE_STORAGE, 'memory']}, got {storage!r}")
         path = Path(path)
         backend = get_kernels(kernels)
-        mapped = get_storage("arrow")(path, writable=(mode == "r+" and storage == "arrow"), expected_n=n_samples)
+        file_backend = storage if storage in _FILE_STORAGE else "arrow"
+        mapped = get_storage(file_backend)(path, writable=(mode == "r+" and storage != "memory"), expected_n=n_samples)
         meta = None
         side = sidecar_path(path)
         if side.is_file():

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ..errors import ConfigError
-from .arrow_file import ArrowFileStorage
+from .arrow_file import ArrowFileStorage, SharedArrowFileStorage
 from .memory import MemoryStorage
 
 __all__ = ["register_storage", "get_storage", "storage_backends"]
@@ -29,3 +29,4 @@ def storage_backends() -> list[str]:
 
 register_storage(MemoryStorage.name, MemoryStorage)
 register_storage(ArrowFileStorage.name, ArrowFileStorage)
+register_storage(SharedArrowFileStorage.name, SharedArrowFileStorage)

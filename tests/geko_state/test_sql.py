@@ -29,7 +29,10 @@ def test_samples_view_reads_the_state_in_place(run, tmp_path):
     con = connect(tmp_path)
     assert con.sql("SELECT sum(times_seen) FROM samples").fetchall() == [(0,)]
     store.observe(np.arange(10), np.full(10, 0.1), np.full(10, 0.9), np.ones(10, bool))
-    # no re-registration: DuckDB scans the memory-mapped buffers the training process writes to
+    # the trainer's updates are private until it flushes them into the file...
+    assert con.sql("SELECT sum(times_seen) FROM samples").fetchall() == [(0,)]
+    store.flush()
+    # ...then, with no re-registration, DuckDB's scan of the mapped file sees them
     assert con.sql("SELECT sum(times_seen) FROM samples").fetchall() == [(10,)]
     store.close()
 

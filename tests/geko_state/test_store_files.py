@@ -208,3 +208,23 @@ def test_written_files_get_umask_permissions(tmp_path):
     finally:
         os.umask(old)
     assert ck.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("storage", ["arrow", "arrow-shared"])
+def test_file_storages_write_back_and_agree(tmp_path, storage):
+    path = tmp_path / "s.arrow"
+    s = _trained(path, storage=storage)
+    mem = _trained()
+    assert snapshot(s) == snapshot(mem)
+    s.flush()
+    # another reader sees exactly the flushed state through the file
+    other = StateStore.open(path, mode="r")
+    assert snapshot(other) == snapshot(mem)
+    other.close()
+    s.observe([7], [0.25], [0.5], [True])
+    s.close()
+    again = StateStore.open(path, storage=storage)
+    assert again.column("times_seen")[7] == mem.column("times_seen")[7] + 1
+    again.close()
+    with pytest.raises(InputError, match="storage"):
+        StateStore.create(5, tmp_path / "x.arrow", storage="memory")
