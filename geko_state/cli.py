@@ -239,7 +239,7 @@ def _export():
     def run(args: argparse.Namespace) -> int:
         from .errors import InputError
         from .export import ID_FORMATS, export_rows, kept_ids, parse_buckets, write_ids
-        from .run import Run
+        from .run import state_file
         from .store import StateStore
 
         if args.ids_out is None and args.dataset is None:
@@ -249,9 +249,8 @@ def _export():
         keep = parse_buckets(args.keep)
         if args.ids_out is not None and args.ids_out.suffix.lower() not in ID_FORMATS:
             raise InputError(f"--ids-out {args.ids_out}: expected a file ending in one of {sorted(ID_FORMATS)}")
-        state = Run(args.run_dir).state_path if args.run_dir.is_dir() else args.run_dir
         lines = []
-        with StateStore.open(state, mode="r") as store:
+        with StateStore.open(state_file(args.run_dir), mode="r") as store:
             ids = kept_ids(store, keep)
             names = ",".join(b.name for b in keep)
             lines.append(f"kept {ids.size:,} of {store.n_samples:,} samples ({names}; pruned excluded)")

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from .errors import InputError
 from .io import atomic_path
-from .run import Run
+from .run import state_file
 from .schema import Bucket
 from .store import StateStore
 
@@ -126,10 +126,7 @@ def _resolve_store(source: StateStore | str | os.PathLike) -> tuple[StateStore, 
     """(store, whether we opened it and must close it)."""
     if isinstance(source, StateStore):
         return source, False
-    path = Path(source)
-    if path.is_dir():
-        path = Run(path).state_path
-    return StateStore.open(path, mode="r"), True
+    return StateStore.open(state_file(source), mode="r"), True
 
 
 def _row_index_name(columns: Sequence[str]) -> str:

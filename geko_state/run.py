@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["Run", "open_run"]
+__all__ = ["Run", "open_run", "state_file"]
 
 _EPOCH_FILE = re.compile(r"^epoch=(\d+)\.parquet$")
 
@@ -68,6 +68,12 @@ class Run:
 
     def history_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.history_files().values())
+
+
+def state_file(source: str | os.PathLike) -> Path:
+    """The state file named by ``source``: a run directory's ``state.arrow``, or ``source`` itself."""
+    path = Path(source)
+    return Run(path).state_path if path.is_dir() else path
 
 
 def open_run(run_dir: str | os.PathLike) -> Run:

@@ -8,7 +8,6 @@ file keeps its newer metadata in a sidecar ``<file>.json``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +160,3 @@ def map_columns(path: Path, layout: StateLayout, mode: str) -> dict[str, np.ndar
         cols[c.name] = view.reshape(n, LOSS_WINDOW) if c.width > 1 else view
     return cols
 
-
-def file_size(path: Path) -> int:
-    return os.stat(path).st_size

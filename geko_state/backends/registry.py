@@ -1,8 +1,6 @@
 """Storage backends by name."""
 from __future__ import annotations
 
-from typing import Callable
-
 from ..errors import ConfigError
 from .arrow_file import ArrowFileStorage, SharedArrowFileStorage
 from .memory import MemoryStorage

@@ -2,8 +2,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from geko_state import StateStore
 from geko_state.cli import COMMANDS, build_parser, main
 
