@@ -51,10 +51,10 @@ __all__ = [
     "HISTORY_SCHEMA",
     "SUMMARY_SCHEMA",
     "TRANSITION_COLUMNS",
-    "count_column",
     "HistoryConfig",
     "HistoryRecord",
     "HistoryWriter",
+    "count_column",
     "read_summary",
     "transition_column",
 ]
@@ -260,6 +260,25 @@ class HistoryWriter:
         self._epoch: int | None = None  # last epoch recorded by this writer
         self._epoch_codes: np.ndarray | None = None  # codes after that epoch
         self._snapshot_codes: np.ndarray | None = None  # codes at this writer's last snapshot
+
+    def state_dict(self) -> dict[str, Any]:
+        """What this writer remembers between epochs (bucket codes after the last recorded epoch
+        and at the last snapshot), so a resumed run records exact transitions and the same
+        ``changed_only`` snapshots as an uninterrupted one. Arrays are int8 ``[N]`` or None."""
+        return {"n": self._n, "epoch": self._epoch, "epoch_codes": self._epoch_codes,
+                "snapshot_codes": self._snapshot_codes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        try:
+            n, epoch = state["n"], state["epoch"]
+            codes = [None if state[k] is None else np.asarray(state[k], dtype=np.int8)
+                     for k in ("epoch_codes", "snapshot_codes")]
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"history writer state is malformed ({e!r}); expected HistoryWriter.state_dict()") from None
+        if any(c is not None and c.shape != (n,) for c in codes):
+            raise InputError("history writer state: code arrays do not match its sample count")
+        self._n, self._epoch = n, epoch
+        self._epoch_codes, self._snapshot_codes = codes
 
     def _baseline(self, epoch: int, n: int) -> np.ndarray | None:
         """Codes before ``epoch``, or None when unknown."""

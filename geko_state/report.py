@@ -91,6 +91,9 @@ class EfficiencyReport:
             m[a, b] = int(self.epochs[col].fill_null(0).sum())
         return m
 
+    def __str__(self) -> str:
+        return self.format()
+
     def format(self) -> str:
         """The report as text (what ``geko report`` prints)."""
         e = self.epochs

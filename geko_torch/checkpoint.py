@@ -1,0 +1,226 @@
+"""Training checkpoints: one directory holding everything needed to continue exactly.
+
+Layout of ``checkpoint-<step>/``::
+
+    model.safetensors            every model tensor (tied weights stored once)
+    config.json                  Hugging Face models: from_pretrained(checkpoint) loads the model
+    adapter/                     peft models: the adapter alone (save_pretrained)
+    optimizer.{json,safetensors} scheduler.json  scaler.json  rng.{json,safetensors}
+    sampler.{json,safetensors}   the epoch plan and the global position inside it
+    history.{json,safetensors}   bucket codes the history writer compares the next epoch with
+    state.arrow                  the state store (StateStore.checkpoint)
+    epochs.parquet               the run's per-epoch summary so far (history of the run)
+    trainer_state.json           step counters, tracker counters, settings; written last
+
+The directory is written under a temporary name and renamed, so a checkpoint is either complete
+or absent. Nothing is pickled.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+
+from geko_state import StateStore
+from geko_state.errors import InputError, StateFileError
+from geko_state.io import atomic_path, atomic_write_json, fsync_dir
+from geko_state.run import Run
+
+from .sampler import GEKOSampler
+from .serialization import load_tree, save_tree
+from .tracker import GEKOTracker
+
+__all__ = ["load_checkpoint", "restore_state", "rng_state", "save_checkpoint", "set_rng_state", "unwrap_model"]
+
+STATE_FILE = "state.arrow"
+TRAINER_STATE = "trainer_state.json"
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module under torch.compile / DistributedDataParallel wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch (CPU and CUDA) generator states."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np.random.set_state(tuple(state["numpy"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _replace_dir(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` onto ``path``; an older ``path`` is moved aside first and then removed."""
+    old = None
+    if path.exists():
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    store: StateStore,
+    model: torch.nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: Any = None,
+    sampler: GEKOSampler | None = None,
+    tracker: GEKOTracker | None = None,
+    run_dir: str | os.PathLike | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint directory atomically. Queued tracker observations are applied first so
+    the saved state holds every trained batch. ``extra``: JSON-ready values for ``trainer_state.json``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if tracker is not None:
+        tracker.flush()
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        if model is not None:
+            base = unwrap_model(model)
+            with atomic_path(tmp / "model.safetensors") as t:
+                save_model(base, str(t))
+            if hasattr(base, "peft_config") and hasattr(base, "save_pretrained"):
+                base.save_pretrained(str(tmp / "adapter"))
+            elif getattr(base, "config", None) is not None and hasattr(base.config, "save_pretrained"):
+                base.config.save_pretrained(str(tmp))
+        if optimizer is not None:
+            save_tree(optimizer.state_dict(), tmp, "optimizer")
+        if scheduler is not None:
+            save_tree(scheduler.state_dict(), tmp, "scheduler")
+        if scaler is not None:
+            save_tree(scaler.state_dict(), tmp, "scaler")
+        save_tree(rng_state(), tmp, "rng")
+        if sampler is not None:
+            save_tree(sampler.state_dict(), tmp, "sampler")
+        if tracker is not None and tracker.history is not None:
+            save_tree(tracker.history_state(), tmp, "history")
+        store.checkpoint(tmp / STATE_FILE)
+        if run_dir is not None and Run(run_dir).epochs_path.is_file():
+            shutil.copyfile(Run(run_dir).epochs_path, tmp / "epochs.parquet")
+        trainer_state = {
+            "epoch": store.epoch,
+            "n_samples": store.n_samples,
+            "tracker": None if tracker is None else tracker.state_dict(),
+            "extra": extra or {},
+        }
+        atomic_write_json(tmp / TRAINER_STATE, trainer_state)
+        fsync_dir(tmp)
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _read_trainer_state(path: Path) -> dict[str, Any]:
+    f = path / TRAINER_STATE
+    if not path.is_dir():
+        raise InputError(f"checkpoint path {path} is not a directory; expected a checkpoint-<step> directory")
+    try:
+        return json.loads(f.read_text())
+    except FileNotFoundError:
+        raise StateFileError(f"{f}: missing; {path} is not a complete GEKO checkpoint") from None
+    except (OSError, ValueError) as e:
+        raise StateFileError(f"{f}: unreadable ({e})") from None
+
+
+def restore_state(
+    checkpoint: str | os.PathLike, live_path: str | os.PathLike | None = None, *, kernels: str = "numba",
+) -> StateStore:
+    """The checkpoint's state store: copied to ``live_path`` (atomically) and opened there for
+    training, or loaded in memory when ``live_path`` is None. The checkpoint itself is not touched.
+    """
+    src = Path(checkpoint) / STATE_FILE
+    if not src.is_file():
+        raise StateFileError(f"{src}: missing; {checkpoint} is not a complete GEKO checkpoint")
+    if live_path is None:
+        return StateStore.open(src, storage="memory", kernels=kernels)
+    live_path = Path(live_path)
+    with atomic_path(live_path) as tmp:
+        shutil.copyfile(src, tmp)
+    (live_path.parent / f"{live_path.name}.json").unlink(missing_ok=True)  # stale sidecar of the old live state
+    return StateStore.open(live_path, mode="r+", kernels=kernels)
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: torch.nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: Any = None,
+    sampler: GEKOSampler | None = None,
+    tracker: GEKOTracker | None = None,
+    restore_rng: bool = True,
+) -> dict[str, Any]:
+    """Load what :func:`save_checkpoint` wrote into the given objects; returns ``trainer_state``
+    (its ``extra`` holds the caller's values). Restore the store first (:func:`restore_state`) and
+    build ``sampler`` / ``tracker`` on it.
+    """
+    path = Path(path)
+    state = _read_trainer_state(path)
+    if sampler is not None and sampler.store.epoch != state["epoch"]:
+        raise InputError(
+            f"the sampler's store is at epoch {sampler.store.epoch} but the checkpoint at epoch "
+            f"{state['epoch']}; restore the store with restore_state({str(path)!r}) first"
+        )
+    if model is not None:
+        base = unwrap_model(model)
+        missing, unexpected = load_model(base, str(path / "model.safetensors"), strict=False)
+        if missing or unexpected:
+            raise StateFileError(
+                f"{path / 'model.safetensors'}: does not match the model (missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]})"
+            )
+    if optimizer is not None:
+        optimizer.load_state_dict(load_tree(path, "optimizer"))
+    if scheduler is not None:
+        scheduler.load_state_dict(load_tree(path, "scheduler"))
+    if scaler is not None and (path / "scaler.json").exists():
+        scaler.load_state_dict(load_tree(path, "scaler"))
+    if sampler is not None:
+        sampler.load_state_dict(load_tree(path, "sampler"))
+    if tracker is not None and state.get("tracker") is not None:
+        tracker.load_state_dict(state["tracker"])
+        if (path / "history.json").is_file():
+            tracker.load_history_state(load_tree(path, "history"))
+    if restore_rng:
+        set_rng_state(load_tree(path, "rng"))
+    return state

@@ -1,0 +1,223 @@
+"""A ``torch.utils.data.Sampler`` that yields the store's epoch plan, with a resumable position."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from geko_state import EpochPlan, StateStore
+from geko_state.curriculum import MOUNTAIN, Phase
+from geko_state.errors import InputError
+from geko_state.planning import Budget, BudgetKind, parse_budget
+
+__all__ = ["GEKOSampler", "shard_from"]
+
+
+def shard_from(ids: np.ndarray, offset: int, rank: int, world_size: int) -> np.ndarray:
+    """This rank's share of ``ids[offset:]``: padded to a multiple of ``world_size`` with ids
+    from the start of the plan, then every ``world_size``-th id from ``rank``.
+
+    With ``offset == 0`` this is :func:`geko_state.shard`. Padding from the start of the whole
+    plan (not of the remainder) makes a same-world resume yield exactly what the uninterrupted
+    run would have; a different world size simply re-shards what is left.
+    """
+    rem = ids[offset:]
+    if world_size == 1 or rem.shape[0] == 0:
+        return np.ascontiguousarray(rem)
+    pad = (-rem.shape[0]) % world_size
+    if pad:
+        rem = np.concatenate([rem, np.resize(ids, pad)])
+    return np.ascontiguousarray(rem[rank::world_size])
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover - torch builds without distributed
+        return 0, 1
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class GEKOSampler(Sampler[int]):
+    """Yields this rank's sample ids of the current epoch's plan.
+
+    The plan of epoch ``store.epoch`` is built from the state when first needed (``len()`` or
+    ``iter()``) and kept until the store is repartitioned; it is deterministic in (state, seed,
+    epoch, budget), so every rank builds the same one and takes its own shard. ``total_epochs``
+    places each epoch on the Mountain Curriculum. The position inside the epoch advances by
+    :meth:`advance` (the tracker calls it for every batch it sees), not by iteration, because a
+    DataLoader's workers read ahead of what was trained.
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        seed: int = 0,
+        total_epochs: int | None = None,
+        budget: Budget = BudgetKind.TRAINABLE,
+        replacement: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        if not isinstance(store, StateStore):
+            raise InputError(f"store must be a StateStore, got {type(store).__name__}")
+        for name, v, low in (("seed", seed, 0), ("total_epochs", total_epochs, 1)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low):
+                raise InputError(f"{name} must be an integer >= {low}, got {v!r}")
+        parse_budget(budget)
+        if (rank is None) != (world_size is None):
+            raise InputError("give both rank and world_size, or neither (then torch.distributed decides)")
+        if rank is None:
+            rank, world_size = _dist_rank_world()
+        if isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer)) or world_size < 1:
+            raise InputError(f"world_size must be an integer >= 1, got {world_size!r}")
+        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank < world_size:
+            raise InputError(f"rank must be an integer in [0, world_size={world_size}), got {rank!r}")
+        self.store = store
+        self.seed = int(seed)
+        self.total_epochs = None if total_epochs is None else int(total_epochs)
+        self.budget = budget
+        self.replacement = bool(replacement)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self._plan: EpochPlan | None = None
+        self._offset = 0  # global plan position this rank's shard starts from (non-zero after a resume)
+        self._ids: np.ndarray | None = None
+        self._consumed = 0  # ids of this rank's shard trained so far this epoch
+
+    # ------------------------------------------------------------------ the plan
+    @property
+    def epoch(self) -> int:
+        return self.store.epoch
+
+    def _current(self) -> tuple[EpochPlan, np.ndarray]:
+        if self._plan is None or self._plan.epoch != self.store.epoch:
+            if self.total_epochs is not None and self.store.epoch >= self.total_epochs:
+                # Training is over: nothing left to draw (a finished run's checkpoint holds this).
+                empty = np.zeros(0, dtype=np.int64)
+                self._plan = EpochPlan(empty, self.seed, self.store.epoch, empty, (None,))
+            else:
+                self._plan = self.store.build_plan(
+                    self.seed, budget=self.budget, replacement=self.replacement, total_epochs=self.total_epochs,
+                )
+            self._offset, self._consumed = 0, 0
+            self._ids = None
+        if self._ids is None:
+            self._ids = shard_from(self._plan.ids, self._offset, self.rank, self.world_size)
+        return self._plan, self._ids
+
+    @property
+    def plan(self) -> EpochPlan:
+        """The whole (all ranks) plan of the current epoch."""
+        return self._current()[0]
+
+    def set_epoch(self, epoch: int) -> None:
+        """For loops written for ``DistributedSampler``: the plan always follows the store's epoch,
+        so this only checks that the loop and the state agree.
+        """
+        if int(epoch) != self.store.epoch:
+            raise InputError(
+                f"set_epoch({epoch}) but the state is at epoch {self.store.epoch}; call "
+                "tracker.end_epoch() (store.repartition()) exactly once at the end of every epoch"
+            )
+
+    def __len__(self) -> int:
+        """This rank's ids for the current epoch, from the resume point on."""
+        return int(self._current()[1].shape[0])
+
+    def __iter__(self) -> Iterator[int]:
+        _, ids = self._current()
+        start = self._consumed
+        return iter(ids[start:].tolist())
+
+    # ------------------------------------------------------------------ position
+    @property
+    def consumed(self) -> int:
+        """Ids of this rank's shard trained so far in the current epoch."""
+        return self._consumed
+
+    def advance(self, n: int) -> None:
+        """Mark ``n`` more ids of this rank's shard as trained."""
+        self._current()
+        self._consumed = min(self._consumed + int(n), int(self._ids.shape[0]))
+
+    @property
+    def global_position(self) -> int:
+        """Draws of the global plan trained by all ranks together (ranks move in lockstep)."""
+        plan, _ = self._current()
+        return min(self._offset + self._consumed * self.world_size, len(plan))
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the whole training done, for the curriculum (needs ``total_epochs``)."""
+        if not self.total_epochs:
+            return 0.0
+        plan, _ = self._current()
+        within = self.global_position / len(plan) if len(plan) else 1.0
+        return min(1.0, (self.store.epoch + within) / self.total_epochs)
+
+    def phase(self) -> Phase | None:
+        """Curriculum phase of the next draw (None without curriculum)."""
+        plan, _ = self._current()
+        if not self.store.config.use_curriculum or self.total_epochs is None:
+            return None
+        if len(plan) == 0:
+            return MOUNTAIN.phase(self.progress)
+        return plan.phase_at(min(self.global_position, len(plan) - 1))
+
+    def phase_label(self) -> str | None:
+        """The phases the current epoch spans, e.g. ``"ASCENT>PEAK"`` (history's phase column)."""
+        plan, _ = self._current()
+        names: list[str] = []
+        for p in plan.phases:
+            if p is not None and p.name not in names:
+                names.append(p.name)
+        return ">".join(names) or None
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, Any]:
+        """Epoch, global position and the plan itself (the state changes during the epoch, so the
+        plan could not be rebuilt from it). Arrays are numpy; nothing needs pickle.
+        """
+        plan, _ = self._current()
+        return {
+            "epoch": plan.epoch,
+            "seed": self.seed,
+            "global_position": self.global_position,
+            "world_size": self.world_size,
+            "plan_ids": plan.ids,
+            "segment_ends": plan.segment_ends,
+            "phases": [None if p is None else p.value for p in plan.phases],
+            "eligible": plan.eligible,
+            "requested": plan.requested,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue a plan where it stopped, with this sampler's rank and (possibly other) world size."""
+        try:
+            epoch = int(state["epoch"])
+            pos = int(state["global_position"])
+            ids = np.asarray(state["plan_ids"], dtype=np.int64)
+            ends = np.asarray(state["segment_ends"], dtype=np.int64)
+            phases = tuple(None if p is None else Phase(p) for p in state["phases"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"sampler state is malformed ({e!r}); expected GEKOSampler.state_dict() output") from None
+        if epoch != self.store.epoch:
+            raise InputError(
+                f"sampler state is for epoch {epoch} but the state store is at epoch {self.store.epoch}; "
+                "restore the store from the same checkpoint"
+            )
+        if not 0 <= pos <= ids.shape[0] or (ids.size and (ids.min() < 0 or ids.max() >= self.store.n_samples)):
+            raise InputError("sampler state holds a position or ids outside the plan / store")
+        if int(state.get("seed", self.seed)) != self.seed:
+            raise InputError(f"sampler state was saved with seed={state.get('seed')}, this sampler has seed={self.seed}")
+        self._plan = EpochPlan(
+            ids=ids, seed=self.seed, epoch=epoch, segment_ends=ends, phases=phases,
+            eligible=int(state.get("eligible", 0)), requested=int(state.get("requested", 0)),
+        )
+        self._offset, self._consumed, self._ids = pos, 0, None

@@ -1,0 +1,590 @@
+"""``GEKOTrainer``: the seeds' trainer API on top of the state engine.
+
+Each epoch trains on the store's plan (FREEZE and pruned samples are not drawn, so epochs get
+shorter as samples are mastered), computes per-sample losses from the logits, records them in the
+store and repartitions at the end of the epoch. ``output_dir`` is a GEKO run directory: state,
+history, plots and checkpoints, queryable with ``geko sql|report|export``.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from geko_state import GEKOConfig, Run, StateStore, build_report
+from geko_state.curriculum import MOUNTAIN
+from geko_state.errors import ConfigError, InputError
+from geko_state.plots import MissingDependencyError
+from geko_state.report import EfficiencyReport
+from geko_state.schema import Bucket
+
+from .checkpoint import load_checkpoint as _load_checkpoint
+from .checkpoint import restore_state, save_checkpoint
+from .data import SAMPLE_ID, GEKODataset, PadCollator
+from .lora import apply_lora, count_parameters
+from .sampler import GEKOSampler
+from .tracker import GEKOTracker
+from .training_args import GEKOTrainingArgs
+
+__all__ = ["GEKOTrainer", "model_logits", "set_seed"]
+
+log = logging.getLogger("geko_torch")
+
+_LOG_FILE = "trainer_log.jsonl"
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def model_logits(outputs: Any) -> torch.Tensor:
+    """Logits from a model's output: a tensor, a dict / ModelOutput with ``logits``, or an object
+    with a ``.logits`` attribute."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    if isinstance(outputs, dict) and "logits" in outputs:
+        return outputs["logits"]
+    logits = getattr(outputs, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    raise InputError(
+        f"the model returned a {type(outputs).__name__} without logits; GEKO needs the logits to compute "
+        "per-sample losses: return a tensor, a dict with 'logits' or an object with a .logits attribute"
+    )
+
+
+def _auto_workers(requested: int) -> int:
+    if requested >= 0:
+        return requested
+    if platform.system() == "Darwin":  # fork-less spawn makes workers slower than the main process there
+        return 0
+    return min(4, max(0, (os.cpu_count() or 1) // 2))
+
+
+class GEKOTrainer:
+    """Train ``model`` on ``train_dataset`` with GEKO sample selection.
+
+    ``model``: any ``nn.Module`` taking the batch fields as keyword arguments and returning logits
+    (Hugging Face models do). ``train_dataset`` items are dicts with ``input_ids`` (and ``labels``
+    for classification or masked SFT). ``compute_confidence`` / ``compute_correctness``:
+    ``fn(outputs, batch) -> Tensor[B]`` replace the built-in per-sample rules.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        train_dataset: Any,
+        tokenizer: Any = None,
+        eval_dataset: Any = None,
+        config: GEKOConfig | None = None,
+        args: GEKOTrainingArgs | None = None,
+        lora_config: Any = None,
+        compute_confidence: Callable[[Any, Any], torch.Tensor] | None = None,
+        compute_correctness: Callable[[Any, Any], torch.Tensor] | None = None,
+        data_collator: Callable[[list], dict] | None = None,
+    ) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.args = args = GEKOTrainingArgs() if args is None else args
+        if not isinstance(args, GEKOTrainingArgs):
+            raise ConfigError(f"args must be a GEKOTrainingArgs, got {type(args).__name__}")
+        self.config = config = GEKOConfig() if config is None else config
+        if not isinstance(config, GEKOConfig):
+            raise ConfigError(f"config must be a GEKOConfig, got {type(config).__name__}")
+        self.train_dataset = GEKODataset(train_dataset)
+        if eval_dataset is not None and len(eval_dataset) == 0:
+            raise InputError("eval_dataset is empty; pass None to skip evaluation")
+        self.eval_dataset = eval_dataset
+        self.tokenizer = tokenizer
+        self.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._messages: list[str] = []
+        set_seed(args.seed)  # before LoRA: its initialisation draws from the torch generator
+
+        self.param_counts = None
+        if lora_config is not None:
+            model = apply_lora(model, lora_config)
+            self.param_counts = count_parameters(model)
+            self._say(self.param_counts.format())
+        if args.gradient_checkpointing:
+            if hasattr(model, "gradient_checkpointing_enable"):
+                model.gradient_checkpointing_enable()
+                if hasattr(model, "config") and hasattr(model.config, "use_cache"):
+                    model.config.use_cache = False
+                self._say("[GEKO] Gradient checkpointing enabled")
+            else:
+                warnings.warn(
+                    f"gradient_checkpointing=True but {type(model).__name__} has no gradient_checkpointing_enable(); "
+                    "training without it", stacklevel=2,
+                )
+        self.model = model.to(self.device)
+        self._forward_model: torch.nn.Module = self.model
+        self._compile_pending = False
+        if args.compile_model:
+            try:
+                self._forward_model = torch.compile(self.model)
+                self._compile_pending = True
+                self._say("[GEKO] Compiling model with torch.compile (first batch will be slow)...")
+            except Exception as e:  # noqa: BLE001 - e.g. no compiler toolchain: fall back, do not fail the run
+                warnings.warn(f"torch.compile unavailable ({e}); training in eager mode", stacklevel=2)
+        self._forward_params = self._accepted_inputs(self.model)
+
+        self.compute_confidence = compute_confidence
+        self.compute_correctness = compute_correctness
+        pad_id = getattr(tokenizer, "pad_token_id", None)
+        self.data_collator = data_collator or PadCollator(pad_token_id=pad_id if isinstance(pad_id, int) else 0)
+
+        self.run = Run(Path(args.output_dir))
+        self.run.root.mkdir(parents=True, exist_ok=True)
+        self.store = StateStore.create(len(self.train_dataset), self.run.state_path, config, overwrite=True)
+        self._build_loop_objects()
+        self.optimizer = self._make_optimizer()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        amp_device = self.device.type
+        self.scaler = torch.amp.GradScaler(amp_device) if args.fp16 else None
+        self._autocast_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
+        self.global_step = 0
+        self.log_history: list[dict[str, Any]] = []
+        self._finished = False
+
+    # ------------------------------------------------------------------ construction helpers
+    def _say(self, text: str) -> None:
+        self._messages.append(text)
+        if self.args.report:
+            print(text, flush=True)
+
+    @staticmethod
+    def _accepted_inputs(model: torch.nn.Module) -> set[str] | None:
+        """Forward's keyword names, or None when it takes ``**kwargs`` (then every field goes in)."""
+        try:
+            params = inspect.signature(model.forward).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return None
+        return {p.name for p in params}
+
+    def _build_loop_objects(self) -> None:
+        a = self.args
+        self.sampler = GEKOSampler(
+            self.store, seed=a.seed, total_epochs=a.num_epochs, budget=a.budget, replacement=a.replacement,
+        )
+        self.tracker = GEKOTracker(
+            self.store, sampler=self.sampler, run_dir=self.run.root, history=a.history,
+            task="auto" if a.task == "auto" else a.task,
+            correct_loss_below=a.correct_loss_below, token_accuracy=a.token_accuracy,
+            compute_confidence=self.compute_confidence, compute_correctness=self.compute_correctness,
+            record_history=self._is_main_process(),
+        )
+
+    def _is_main_process(self) -> bool:
+        return self.sampler.rank == 0 if hasattr(self, "sampler") else True
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        decay, no_decay = [], []
+        for p in self.model.parameters():
+            if p.requires_grad:
+                (decay if p.ndim >= 2 else no_decay).append(p)  # biases and norm scales: no decay
+        if not decay and not no_decay:
+            raise InputError("the model has no trainable parameters (every requires_grad is False)")
+        groups = [
+            {"params": decay, "weight_decay": self.args.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
+        if self.args.use_8bit_optimizer:
+            try:
+                import bitsandbytes as bnb
+            except ImportError:
+                raise MissingDependencyError(
+                    "use_8bit_optimizer=True needs bitsandbytes: pip install bitsandbytes (CUDA GPUs only)"
+                ) from None
+            return bnb.optim.AdamW8bit(groups, lr=self.args.learning_rate)
+        return torch.optim.AdamW(groups, lr=self.args.learning_rate)
+
+    def _lr_factor(self, step: int) -> float:
+        """Linear warmup, times the curriculum's LR multiplier at the current training progress."""
+        w = self.args.warmup_steps
+        factor = min(1.0, (step + 1) / w) if w > 0 else 1.0
+        if self.config.use_curriculum and hasattr(self, "sampler"):
+            factor *= MOUNTAIN.spec_at(self.sampler.progress).lr_multiplier
+        return factor
+
+    # ------------------------------------------------------------------ data
+    def _loader_kwargs(self) -> dict[str, Any]:
+        a = self.args
+        workers = _auto_workers(a.dataloader_num_workers)
+        kw: dict[str, Any] = {"num_workers": workers, "collate_fn": self.data_collator,
+                              "pin_memory": self.device.type == "cuda"}
+        if workers > 0:
+            kw["persistent_workers"] = a.dataloader_persistent_workers
+            kw["prefetch_factor"] = a.dataloader_prefetch_factor
+        return kw
+
+    def _train_loader(self) -> DataLoader:
+        # A private generator: creating a loader iterator would otherwise draw from torch's global
+        # generator, and a resumed run (one iterator fewer) would then drop out of step.
+        return DataLoader(
+            self.train_dataset, batch_size=self.args.batch_size, sampler=self.sampler,
+            generator=torch.Generator().manual_seed(self.args.seed), **self._loader_kwargs(),
+        )
+
+    def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        nb = self.device.type == "cuda"
+        return {k: v.to(self.device, non_blocking=nb) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def _model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        names = self._forward_params
+        return {
+            k: v for k, v in batch.items()
+            if k not in ("labels", SAMPLE_ID) and isinstance(v, torch.Tensor) and (names is None or k in names)
+        }
+
+    @staticmethod
+    def _labels(batch: dict[str, Any], logits: torch.Tensor) -> torch.Tensor:
+        labels = batch.get("labels")
+        if labels is not None:
+            return labels
+        if logits.ndim == 3 and "input_ids" in batch:
+            # Plain language modelling: every real token is a target.
+            labels = batch["input_ids"]
+            if "attention_mask" in batch:
+                labels = labels.masked_fill(batch["attention_mask"] == 0, -100)
+            return labels
+        raise InputError("the batch has no 'labels' field; classification datasets must provide one per item")
+
+    def _autocast(self):
+        if self._autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self._autocast_dtype)
+
+    def _forward(self, batch: dict[str, Any]) -> Any:
+        inputs = self._model_inputs(batch)
+        if self._compile_pending:
+            try:
+                out = self._forward_model(**inputs)
+            except Exception as e:  # noqa: BLE001 - graceful fallback: compilation fails lazily, on first call
+                warnings.warn(f"torch.compile failed on the first batch ({type(e).__name__}: {e}); "
+                              "continuing in eager mode", stacklevel=2)
+                self._forward_model = self.model
+                out = self.model(**inputs)
+            self._compile_pending = False
+            return out
+        return self._forward_model(**inputs)
+
+    # ------------------------------------------------------------------ training
+    def train(self) -> dict[str, Any]:
+        """Run (or continue, after :meth:`load_checkpoint`) training; returns the final metrics."""
+        a = self.args
+        if self._finished:
+            raise InputError("training already finished; build a new GEKOTrainer to train again")
+        self._print_header()
+        model, opt = self.model, self.optimizer
+        accum = a.gradient_accumulation_steps
+        t_start = time.perf_counter()
+        stopped_early = False
+        while self.store.epoch < a.num_epochs:
+            epoch = self.store.epoch
+            loader = self._train_loader()
+            n_batches = len(loader)
+            bar = tqdm(total=n_batches, desc=f"Epoch {epoch + 1}/{a.num_epochs}", unit="batch",
+                       disable=a.disable_progress_bar or not a.report, leave=True)
+            model.train()
+            opt.zero_grad(set_to_none=True)
+            for i, batch in enumerate(loader):
+                ids = batch.pop(SAMPLE_ID)
+                batch = self._to_device(batch)
+                with self._autocast():
+                    outputs = self._forward(batch)
+                    logits = model_logits(outputs)
+                    sig = self.tracker.signals(logits, self._labels(batch, logits), outputs=outputs, batch=batch)
+                # Mean over samples with a label token; no host sync (the division stays on device).
+                loss = sig.loss.sum() / sig.valid.sum().clamp(min=1)
+                self.tracker.record(ids, sig)
+                (self.scaler.scale(loss / accum) if self.scaler else loss / accum).backward()
+                if (i + 1) % accum == 0 or i + 1 == n_batches:
+                    self._optimizer_step()
+                    bar.set_postfix(loss=f"{self.tracker.epoch_mean_loss:.2f}",
+                                    phase=(p.value if (p := self.sampler.phase()) else "-"), refresh=False)
+                    if self._after_step():
+                        stopped_early = True
+                        break
+                bar.update(1)
+            bar.close()
+            if stopped_early:
+                break
+            mean_loss = self.tracker.epoch_mean_loss
+            trained = self.tracker.epoch_stats.samples
+            stats = self.tracker.end_epoch()
+            self._log({"epoch": stats.epoch, "train_loss": mean_loss, "samples_trained": trained,
+                       **{f"{b.name.lower()}_count": c for b, c in stats.counts.items()}, "pruned": stats.pruned})
+            if a.report:
+                print(f"[Epoch {stats.epoch}] Average Loss: {mean_loss:.4f}  (trained {trained:,} samples)")
+                print(stats.format_line(), flush=True)
+            if self.eval_dataset is not None:
+                self._log(self.evaluate())
+        elapsed = time.perf_counter() - t_start
+        if stopped_early:
+            return {"global_step": self.global_step, "stopped_at_max_steps": True}
+        self._finished = True
+        if a.save_at_end:
+            self.save_checkpoint(self.run.root / f"checkpoint-{self.global_step}")
+        self._render_plots()
+        metrics = self._final_metrics(elapsed)
+        self._print_summary(metrics)
+        return metrics
+
+    def _optimizer_step(self) -> None:
+        a, opt = self.args, self.optimizer
+        if self.scaler is not None:
+            self.scaler.unscale_(opt)
+        if a.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), a.max_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+        self.scheduler.step()
+        opt.zero_grad(set_to_none=True)
+        self.global_step += 1
+
+    def _after_step(self) -> bool:
+        """Logging, evaluation and checkpoints due at this step; True when max_steps is reached."""
+        a, step = self.args, self.global_step
+        if step % a.logging_steps == 0:
+            self._log({"step": step, "epoch": self.store.epoch, "train_loss": self.tracker.epoch_mean_loss,
+                       "learning_rate": self.scheduler.get_last_lr()[0],
+                       "phase": (p.value if (p := self.sampler.phase()) else None)})
+        if self.eval_dataset is not None and step % a.eval_steps == 0:
+            self._log(self.evaluate())
+        done = a.max_steps is not None and step >= a.max_steps
+        if step % a.save_steps == 0 or done:
+            self.save_checkpoint(self.run.root / f"checkpoint-{step}")
+        return done
+
+    def _log(self, record: dict[str, Any]) -> None:
+        record = {"step": self.global_step, "time": time.time(), **record}
+        self.log_history.append(record)
+        log.info("%s", record)
+        if self._is_main_process():
+            with open(self.run.root / _LOG_FILE, "a") as f:
+                f.write(json.dumps(record, allow_nan=True) + "\n")
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, eval_dataset: Any = None) -> dict[str, float]:
+        """Mean per-sample loss and accuracy (share of correct samples, the tracker's rule) on the
+        eval set; the training state is not touched."""
+        ds = self.eval_dataset if eval_dataset is None else eval_dataset
+        if ds is None:
+            raise InputError("evaluate() needs an eval_dataset (given to the trainer or to evaluate())")
+        loader = DataLoader(GEKODataset(ds), batch_size=self.args.eval_batch_size or self.args.batch_size,
+                            shuffle=False, **self._loader_kwargs())
+        was_training = self.model.training
+        self.model.eval()
+        loss_sum, correct, n = 0.0, 0.0, 0
+        for batch in loader:
+            batch.pop(SAMPLE_ID)
+            batch = self._to_device(batch)
+            with self._autocast():
+                outputs = self._forward(batch)
+                logits = model_logits(outputs)
+                sig = self.tracker.signals(logits, self._labels(batch, logits), outputs=outputs, batch=batch)
+            v = sig.valid
+            loss_sum += float(sig.loss.float()[v].sum())
+            correct += float(sig.correct[v].float().sum())
+            n += int(v.sum())
+        self.model.train(was_training)
+        n = max(n, 1)
+        return {"eval_loss": loss_sum / n, "eval_accuracy": correct / n, "eval_samples": n}
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path:
+        """Save model, optimizer, scheduler, RNG, sampler position, tracker and state store."""
+        path = Path(path) if path is not None else self.run.root / f"checkpoint-{self.global_step}"
+        if not self._is_main_process():
+            self.tracker.flush()
+            return path
+        extra = {"global_step": self.global_step, "finished": self._finished,
+                 "args": self.args.to_dict(), "config": self.config.to_dict()}
+        save_checkpoint(path, store=self.store, model=self.model, optimizer=self.optimizer,
+                        scheduler=self.scheduler, scaler=self.scaler, sampler=self.sampler,
+                        tracker=self.tracker, run_dir=self.run.root, extra=extra)
+        self.store.flush()
+        self._say(f"[GEKO] Checkpoint saved to {path}")
+        self._prune_checkpoints()
+        return path
+
+    def _prune_checkpoints(self) -> None:
+        limit = self.args.save_total_limit
+        if limit is None:
+            return
+        found = []
+        for p in self.run.root.glob("checkpoint-*"):
+            suffix = p.name.split("-", 1)[1]
+            if p.is_dir() and suffix.isdigit():
+                found.append((int(suffix), p))
+        for _, p in sorted(found)[:-limit]:
+            shutil.rmtree(p, ignore_errors=True)
+
+    def load_checkpoint(self, path: str | os.PathLike) -> None:
+        """Restore everything :meth:`save_checkpoint` wrote; :meth:`train` then continues from there
+        exactly as if it had not stopped (same plan position, weights and generator states)."""
+        path = Path(path)
+        ckpt_state = json.loads((path / "trainer_state.json").read_text()) if (path / "trainer_state.json").is_file() else None
+        if ckpt_state is None:
+            raise InputError(f"{path}: not a GEKO checkpoint directory (no trainer_state.json)")
+        if ckpt_state["n_samples"] != self.store.n_samples:
+            raise InputError(
+                f"{path}: checkpoint has {ckpt_state['n_samples']} samples but train_dataset has "
+                f"{self.store.n_samples}; resume with the same dataset"
+            )
+        self.store.close()
+        if (path / "epochs.parquet").is_file() and path.resolve() != self.run.root.resolve():
+            shutil.copyfile(path / "epochs.parquet", self.run.epochs_path)
+        self.store = restore_state(path, self.run.state_path)
+        self._build_loop_objects()
+        state = _load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                                 scaler=self.scaler, sampler=self.sampler, tracker=self.tracker)
+        extra = state.get("extra", {})
+        self.global_step = int(extra.get("global_step", 0))
+        self._finished = bool(extra.get("finished", False))
+        self._trim_log()
+        self._say(f"[GEKO] Resumed from {path} (epoch {self.store.epoch + 1}, step {self.global_step})")
+
+    def _trim_log(self) -> None:
+        """Drop log lines a stopped run wrote after the checkpoint it is resumed from."""
+        f = self.run.root / _LOG_FILE
+        if not f.is_file():
+            return
+        kept = []
+        for line in f.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a crash
+            if rec.get("step", 0) <= self.global_step:
+                kept.append(rec)
+        self.log_history = kept
+        tmp = f.with_name(f".{f.name}.tmp")
+        tmp.write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in kept))
+        os.replace(tmp, f)
+
+    # ------------------------------------------------------------------ reports
+    def get_efficiency_report(self) -> EfficiencyReport:
+        """Per-epoch buckets, sample passes trained and compute saved, as measured (print it)."""
+        return build_report(self.run.root)
+
+    def get_pruned_count(self) -> int:
+        """Samples permanently pruned so far."""
+        return int(np.count_nonzero(self.store.column("pruned")))
+
+    def _bucket_ids(self, bucket: Bucket) -> np.ndarray:
+        live = self.store.column("pruned") == 0
+        return np.flatnonzero(live & (self.store.column("bucket") == int(bucket))).astype(np.int64)
+
+    def get_hard_samples(self) -> np.ndarray:
+        """int64 ids of the samples currently in HARD (confidently wrong)."""
+        return self._bucket_ids(Bucket.HARD)
+
+    def get_frozen_samples(self) -> np.ndarray:
+        """int64 ids of the samples currently in FREEZE (mastered, not pruned)."""
+        return self._bucket_ids(Bucket.FREEZE)
+
+    def _final_metrics(self, elapsed: float) -> dict[str, Any]:
+        report = self.get_efficiency_report()
+        stats = self.store.last_stats
+        out: dict[str, Any] = {
+            "global_step": self.global_step,
+            "samples_total": self.store.n_samples,
+            "epochs": report.n_epochs,
+            "samples_trained": report.samples_trained,
+            "full_data_passes": report.full_data_passes,
+            "compute_saved": report.compute_saved,
+            "samples_mastered": 0 if stats is None else stats.counts[Bucket.FREEZE] + stats.pruned,
+            "pruned": self.get_pruned_count(),
+            "train_accuracy": float("nan") if stats is None else stats.accuracy,
+            "train_loss": next((r["train_loss"] for r in reversed(self.log_history)
+                                if "train_loss" in r and "samples_trained" in r), float("nan")),
+            "train_seconds": elapsed,
+        }
+        evals = [r for r in self.log_history if "eval_loss" in r]
+        if evals:
+            out["eval_loss"] = evals[-1]["eval_loss"]
+            out["eval_accuracy"] = evals[-1]["eval_accuracy"]
+        return out
+
+    def _render_plots(self) -> None:
+        if not self._is_main_process():
+            return
+        try:
+            from geko_state import render_plots
+
+            render_plots(self.run.root)
+        except MissingDependencyError:
+            log.info("matplotlib not installed: no plots (pip install matplotlib)")
+
+    def _print_header(self) -> None:
+        if not self.args.report:
+            return
+        a = self.args
+        precision = "BF16" if a.bf16 else "FP16" if a.fp16 else "FP32"
+        lines = [
+            "=" * 60, "  GEKO Training", "=" * 60,
+            f"  Samples           : {self.store.n_samples:,}",
+            f"  Epochs            : {a.num_epochs}",
+            f"  Batch size        : {a.batch_size}",
+            f"  Device            : {self.device.type.upper()}",
+            f"  Precision         : {precision}",
+            f"  Grad accum        : {a.gradient_accumulation_steps}",
+            f"  Grad checkpointing: {'ON' if a.gradient_checkpointing else 'OFF'}",
+            f"  torch.compile     : {'ON' if a.compile_model else 'OFF'}",
+            f"  8-bit optimizer   : {'ON' if a.use_8bit_optimizer else 'OFF'}",
+            f"  DataLoader workers: {_auto_workers(a.dataloader_num_workers)}",
+            f"  Warmup steps      : {a.warmup_steps}",
+            f"  Curriculum        : {'ON' if self.config.use_curriculum else 'OFF'}",
+            f"  Budget            : {a.budget.value if hasattr(a.budget, 'value') else a.budget}",
+            f"  Run directory     : {self.run.root}",
+            "=" * 60,
+        ]
+        print("\n".join(lines), flush=True)
+
+    def _print_summary(self, m: dict[str, Any]) -> None:
+        if not self.args.report:
+            return
+        lines = [
+            "=" * 60, "  Training Complete", "=" * 60,
+            f"  Samples total     : {m['samples_total']:,}",
+            f"  Samples mastered  : {m['samples_mastered']:,}",
+            f"  Samples pruned    : {m['pruned']:,}",
+            f"  Sample passes     : {m['samples_trained']:,} of {m['full_data_passes']:,} (N x epochs)",
+            f"  Compute saved     : {100 * m['compute_saved']:.1f}% (measured sample passes)",
+            f"  Train accuracy    : {100 * m['train_accuracy']:.1f}% (seen samples, last epoch)",
+            f"  Avg loss          : {m['train_loss']:.4f} (last epoch)",
+        ]
+        if "eval_loss" in m:
+            lines.append(f"  Eval loss / acc   : {m['eval_loss']:.4f} / {100 * m['eval_accuracy']:.1f}%")
+        lines += [f"  Time              : {m['train_seconds']:.1f} s", "=" * 60]
+        print("\n".join(lines), flush=True)
+
+    def close(self) -> None:
+        """Flush and close the state store."""
+        self.store.close()
+

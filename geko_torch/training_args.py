@@ -1,0 +1,116 @@
+"""``GEKOTrainingArgs``: every training setting of the seeds' API, validated on construction."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from geko_state import HistoryConfig
+from geko_state.errors import ConfigError, InputError
+from geko_state.planning import Budget, BudgetKind, parse_budget
+
+__all__ = ["GEKOTrainingArgs"]
+
+
+def _int(name: str, v: Any, low: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
+
+
+def _float(name: str, v: Any, low: float, *, strict: bool = False) -> None:
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    if not ok or v < low or (strict and v == low):
+        raise ConfigError(f"{name} must be a finite number {'>' if strict else '>='} {low}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class GEKOTrainingArgs:
+    """Training settings. The first two blocks are the seeds' ``GEKOTrainingArgs`` with their
+    defaults; the last block is GEKO's additions."""
+
+    # core (seeds)
+    output_dir: str = "./geko_output"
+    num_epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    logging_steps: int = 100
+    save_steps: int = 1000
+    eval_steps: int = 500
+    max_grad_norm: float = 1.0
+    gradient_accumulation_steps: int = 1
+    seed: int = 42
+    save_at_end: bool = True
+    # efficiency (seeds v0.3.0)
+    bf16: bool = False
+    fp16: bool = False
+    gradient_checkpointing: bool = False
+    compile_model: bool = False
+    use_8bit_optimizer: bool = False
+    dataloader_num_workers: int = -1
+    dataloader_persistent_workers: bool = True
+    dataloader_prefetch_factor: int = 2
+    # GEKO additions
+    budget: Budget = BudgetKind.TRAINABLE  # draws per epoch: "trainable", "full", a count or a fraction of N
+    replacement: bool = True  # plans drawn with replacement (HARD samples can repeat within an epoch)
+    max_steps: int | None = None  # stop (with a checkpoint) after this many optimizer steps
+    eval_batch_size: int | None = None  # default: batch_size
+    device: str | None = None  # default: "cuda" when available, else "cpu"
+    task: str = "auto"  # "auto", "causal_lm" or "classification"
+    correct_loss_below: float = 0.5  # causal LM: a sample is correct when its loss is below this
+    token_accuracy: float | None = None  # causal LM: or when this share of its tokens is right
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+    save_total_limit: int | None = None  # keep only the newest N step checkpoints
+    report: bool = True  # print the header, per-epoch lines and summary blocks
+    disable_progress_bar: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
+            raise ConfigError(f"output_dir must be a non-empty path, got {self.output_dir!r}")
+        for name, low in (("num_epochs", 1), ("batch_size", 1), ("warmup_steps", 0), ("logging_steps", 1),
+                          ("save_steps", 1), ("eval_steps", 1), ("gradient_accumulation_steps", 1),
+                          ("seed", 0), ("dataloader_prefetch_factor", 1)):
+            _int(name, getattr(self, name), low)
+        _int("dataloader_num_workers", self.dataloader_num_workers, -1)
+        for name in ("max_steps", "eval_batch_size", "save_total_limit"):
+            if getattr(self, name) is not None:
+                _int(name, getattr(self, name), 1)
+        _float("learning_rate", self.learning_rate, 0.0, strict=True)
+        _float("weight_decay", self.weight_decay, 0.0)
+        _float("max_grad_norm", self.max_grad_norm, 0.0)
+        _float("correct_loss_below", self.correct_loss_below, 0.0, strict=True)
+        if self.token_accuracy is not None:
+            t = self.token_accuracy
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1:
+                raise ConfigError(f"token_accuracy must be None or a share in (0, 1], got {t!r}")
+        for name in ("save_at_end", "bf16", "fp16", "gradient_checkpointing", "compile_model",
+                     "use_8bit_optimizer", "dataloader_persistent_workers", "replacement", "report",
+                     "disable_progress_bar"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.bf16 and self.fp16:
+            raise ConfigError("bf16 and fp16 are exclusive; choose one precision")
+        if self.task not in ("auto", "causal_lm", "classification"):
+            raise ConfigError(f"task must be 'auto', 'causal_lm' or 'classification', got {self.task!r}")
+        if self.device is not None and not isinstance(self.device, str):
+            raise ConfigError(f"device must be None or a torch device string like 'cuda:0', got {self.device!r}")
+        if not isinstance(self.history, HistoryConfig):
+            raise ConfigError(f"history must be a geko_state.HistoryConfig, got {type(self.history).__name__}")
+        try:
+            parse_budget(self.budget)
+        except InputError as e:
+            raise ConfigError(str(e)) from None
+
+    def replace(self, **changes: Any) -> GEKOTrainingArgs:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings (written into every checkpoint)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "history"}
+        out["output_dir"] = str(self.output_dir)
+        out["budget"] = self.budget.value if isinstance(self.budget, BudgetKind) else self.budget
+        out["history"] = dataclasses.asdict(self.history)
+        return out
