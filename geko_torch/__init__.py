@@ -15,32 +15,25 @@ from .signals import (
     causal_lm_signals,
     classification_signals,
     compute_signals,
+    model_logits,
 )
 from .tracker import GEKOTracker
-from .trainer import GEKOTrainer, model_logits, set_seed
+from .trainer import GEKOTrainer, set_seed
 from .training_args import GEKOTrainingArgs
 
 __all__ = [
-    "SAMPLE_ID",
-    "GEKODataset",
-    "GEKOSampler",
-    "GEKOTracker",
-    "GEKOTrainer",
-    "GEKOTrainingArgs",
-    "PadCollator",
-    "ParamCounts",
-    "SampleSignals",
-    "TaskKind",
-    "apply_lora",
-    "causal_lm_signals",
-    "classification_signals",
-    "compute_signals",
-    "count_parameters",
-    "default_target_modules",
-    "is_peft_available",
-    "load_checkpoint",
-    "model_logits",
-    "restore_state",
-    "save_checkpoint",
-    "set_seed",
+    "SAMPLE_ID", "GEKODataset", "GEKOHFTrainer", "GEKOSampler", "GEKOTracker", "GEKOTrainer",
+    "GEKOTrainerMixin", "GEKOTrainingArgs", "PadCollator", "ParamCounts", "SampleSignals", "TaskKind",
+    "apply_lora", "causal_lm_signals", "classification_signals", "compute_signals", "count_parameters",
+    "default_target_modules", "is_peft_available", "load_checkpoint", "model_logits", "restore_state",
+    "save_checkpoint", "set_seed",
 ]
+
+
+def __getattr__(name: str):
+    # The transformers.Trainer integration imports transformers' Trainer (seconds): only on use.
+    if name in ("GEKOHFTrainer", "GEKOTrainerMixin"):
+        from . import hf
+
+        return getattr(hf, name)
+    raise AttributeError(f"module 'geko_torch' has no attribute {name!r}")

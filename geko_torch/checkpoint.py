@@ -162,12 +162,14 @@ def _read_trainer_state(path: Path) -> dict[str, Any]:
 
 
 def restore_state(
-    checkpoint: str | os.PathLike, live_path: str | os.PathLike | None = None, *, kernels: str = "numba",
+    checkpoint: str | os.PathLike, live_path: str | os.PathLike | None = None, *, name: str = STATE_FILE,
+    kernels: str = "numba",
 ) -> StateStore:
     """The checkpoint's state store: copied to ``live_path`` (atomically) and opened there for
     training, or loaded in memory when ``live_path`` is None. The checkpoint itself is not touched.
+    ``name``: the state file's name inside the checkpoint directory.
     """
-    src = Path(checkpoint) / STATE_FILE
+    src = Path(checkpoint) / name
     if not src.is_file():
         raise StateFileError(f"{src}: missing; {checkpoint} is not a complete GEKO checkpoint")
     if live_path is None:

@@ -12,6 +12,8 @@ from geko_state.curriculum import MOUNTAIN, Phase
 from geko_state.errors import InputError
 from geko_state.planning import Budget, BudgetKind, parse_budget
 
+from .threads import torch_threads_kept
+
 __all__ = ["GEKOSampler", "shard_from"]
 
 
@@ -102,9 +104,10 @@ class GEKOSampler(Sampler[int]):
                 empty = np.zeros(0, dtype=np.int64)
                 self._plan = EpochPlan(empty, self.seed, self.store.epoch, empty, (None,))
             else:
-                self._plan = self.store.build_plan(
-                    self.seed, budget=self.budget, replacement=self.replacement, total_epochs=self.total_epochs,
-                )
+                with torch_threads_kept():
+                    self._plan = self.store.build_plan(
+                        self.seed, budget=self.budget, replacement=self.replacement, total_epochs=self.total_epochs,
+                    )
             self._offset, self._consumed = 0, 0
             self._ids = None
         if self._ids is None:

@@ -21,6 +21,7 @@ from geko_state.errors import InputError
 
 from .sampler import GEKOSampler
 from .signals import SampleSignals, TaskKind, apply_custom, compute_signals, infer_task
+from .threads import torch_threads_kept
 
 __all__ = ["GEKOTracker", "TrackerStats"]
 
@@ -194,7 +195,8 @@ class GEKOTracker:
             ids, v = ids[keep], v[:, keep]
         if ids.shape[0] == 0:
             return
-        applied = self.store.observe(ids, v[0], v[1], v[2] > 0)
+        with torch_threads_kept():
+            applied = self.store.observe(ids, v[0], v[1], v[2] > 0)
         self.epoch_stats.observed += applied
         if applied == ids.shape[0]:
             self.epoch_stats.loss_sum += float(np.sum(v[0], dtype=np.float64))
@@ -226,10 +228,11 @@ class GEKOTracker:
         if phase is None and self.sampler is not None:
             phase = self.sampler.phase_label()
         trained = self.epoch_stats.samples if samples_trained is None else samples_trained
-        stats = self.store.repartition()
-        if self.history is not None:
-            self.history.record(self.store, stats, samples_trained=int(trained), phase=phase)
-            self.store.flush()
+        with torch_threads_kept():
+            stats = self.store.repartition()
+            if self.history is not None:
+                self.history.record(self.store, stats, samples_trained=int(trained), phase=phase)
+                self.store.flush()
         self.epoch_stats = TrackerStats()
         return stats
 

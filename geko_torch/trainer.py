@@ -38,6 +38,7 @@ from .checkpoint import restore_state, save_checkpoint
 from .data import SAMPLE_ID, GEKODataset, PadCollator
 from .lora import apply_lora, count_parameters
 from .sampler import GEKOSampler
+from .signals import model_logits
 from .tracker import GEKOTracker
 from .training_args import GEKOTrainingArgs
 
@@ -53,22 +54,6 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def model_logits(outputs: Any) -> torch.Tensor:
-    """Logits from a model's output: a tensor, a dict / ModelOutput with ``logits``, or an object
-    with a ``.logits`` attribute."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs
-    if isinstance(outputs, dict) and "logits" in outputs:
-        return outputs["logits"]
-    logits = getattr(outputs, "logits", None)
-    if isinstance(logits, torch.Tensor):
-        return logits
-    raise InputError(
-        f"the model returned a {type(outputs).__name__} without logits; GEKO needs the logits to compute "
-        "per-sample losses: return a tensor, a dict with 'logits' or an object with a .logits attribute"
-    )
 
 
 def _auto_workers(requested: int) -> int:

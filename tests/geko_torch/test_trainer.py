@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 import torch
 
-from geko_state import GEKOConfig, StateStore, read_summary
+from geko_state import GEKOConfig, HistoryConfig, StateStore, read_summary
 from geko_state.errors import ConfigError, InputError
 from geko_state.plots import MissingDependencyError
 from geko_state.schema import COLUMN_NAMES, Bucket
@@ -44,19 +44,19 @@ def _weights(model) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------------- exact resume
 def test_stopped_and_resumed_run_ends_bit_identical(tmp_path):
-    items = lm_items(40)
-    kw = {"num_epochs": 3, "gradient_accumulation_steps": 2, "seed": 7}
+    items = lm_items(24)
+    kw = {"num_epochs": 3, "gradient_accumulation_steps": 2, "seed": 7, "history": HistoryConfig(changed_only=True)}
     full = GEKOTrainer(tiny_gpt2(dropout=0.1), items, config=_quiet_cfg(), args=_args(tmp_path, "full", **kw))
     full.train()
 
-    first = GEKOTrainer(tiny_gpt2(dropout=0.1), items, config=_quiet_cfg(), args=_args(tmp_path, "split", max_steps=4, **kw))
-    out = first.train()
-    assert out["stopped_at_max_steps"] and (tmp_path / "split" / "checkpoint-4" / "trainer_state.json").is_file()
+    first = GEKOTrainer(tiny_gpt2(dropout=0.1), items, config=_quiet_cfg(), args=_args(tmp_path, "split", max_steps=3, **kw))
+    out = first.train()  # stops after the first optimizer step of epoch 2 (2 steps per epoch)
+    assert out["stopped_at_max_steps"] and (tmp_path / "split" / "checkpoint-3" / "trainer_state.json").is_file()
     first.close()
     # A different initialisation: everything must come from the checkpoint.
     resumed = GEKOTrainer(tiny_gpt2(seed=99, dropout=0.1), items, config=_quiet_cfg(), args=_args(tmp_path, "split", **kw))
-    resumed.load_checkpoint(tmp_path / "split" / "checkpoint-4")
-    assert resumed.global_step == 4
+    resumed.load_checkpoint(tmp_path / "split" / "checkpoint-3")
+    assert resumed.global_step == 3 and resumed.store.epoch == 1 and resumed.sampler.global_position == 16
     resumed.train()
 
     a, b = _weights(full.model), _weights(resumed.model)
@@ -67,7 +67,7 @@ def test_stopped_and_resumed_run_ends_bit_identical(tmp_path):
     sb = read_summary(tmp_path / "split")
     diff = [c for c in sa.columns if not sa[c].equals(sb[c])]
     assert diff == []
-    for name in ("history/epoch=000003.parquet",):
+    for name in ("history/epoch=000002.parquet", "history/epoch=000003.parquet"):
         assert pl.read_parquet(tmp_path / "full" / name).equals(pl.read_parquet(tmp_path / "split" / name))
     # the log was trimmed to the checkpoint and continued: one line per step, no duplicates
     steps = [r["step"] for r in map(json.loads, (tmp_path / "split" / "trainer_log.jsonl").read_text().splitlines())

@@ -1,0 +1,751 @@
+"""GEKO sample selection inside ``transformers.Trainer``: an existing script changes one class name.
+
+::
+
+    trainer = GEKOHFTrainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
+                            data_collator=collator, geko_config=GEKOConfig())
+    trainer.train()                      # or train(resume_from_checkpoint=True)
+    print(trainer.get_efficiency_report())
+
+``GEKOTrainerMixin`` carries all of it, so it composes with other ``Trainer`` subclasses
+(``class MyTrainer(GEKOTrainerMixin, SFTTrainer)``). The GEKO run directory (default
+``<args.output_dir>/geko``) holds the live state and the per-epoch history, so ``geko sql`` and
+``geko report`` work on it.
+
+How it fits into the Trainer of transformers 5.23, and why:
+
+* **Sample ids.** The train dataset is wrapped (:class:`~geko_torch.data.GEKODataset`) only inside
+  :meth:`get_train_dataloader`; ``trainer.train_dataset`` stays the user's object, and evaluation
+  datasets are never wrapped. The training collator takes ``sample_id`` out of the items before the
+  user's ``data_collator`` sees them and adds it back to the batch as int64 ``[B]``, so any collator
+  (padding, ``tokenizer.pad``) works unchanged. A ``datasets.Dataset`` gets HF's own column removal
+  first (``_remove_unused_columns``), then the wrapper.
+* **Column removal.** With ``remove_unused_columns=True`` HF wraps the collator in a
+  ``RemoveColumnsCollator`` that keeps the model's forward arguments. For the training loader only
+  (:meth:`_get_collator_with_removed_columns`), ``sample_id`` and ``labels`` are added to the kept
+  columns: GEKO needs labels even when a custom model's forward takes none. Evaluation keeps HF's
+  columns exactly.
+* **Sampler.** :meth:`_get_train_sampler` returns the :class:`~geko_torch.sampler.GEKOSampler`
+  (``total_epochs`` = ``ceil(num_train_epochs)``, or HF's epoch count under ``max_steps``; seed =
+  ``args.seed``). Its length is the current epoch's plan, so the loader gets shorter as samples freeze.
+  Under ``max_steps`` the run has the epochs that many full-data steps would span, and as GEKO
+  epochs are shorter it can end before ``max_steps``.
+* **Epoch alignment.** HF computes ``steps_in_epoch`` / ``num_update_steps_per_epoch`` once, from the
+  first ``len(dataloader)``, and would then run empty update steps on shorter epochs and never take
+  the optimizer step of a last, incomplete gradient-accumulation group. :meth:`_run_epoch` passes
+  each epoch's real lengths instead, checks that HF's epoch equals the state's, and handles an epoch
+  whose plan is empty (HF would stop training there). A callback's ``on_epoch_end`` repartitions
+  exactly once per HF epoch, before HF's epoch-end save, so an epoch-end checkpoint holds the
+  repartitioned state. An epoch cut short by ``should_training_stop`` (``max_steps``, a callback) is
+  left open, so that a resumed run completes it; if training is not resumed its observations stay in
+  the store but the epoch is not in the history. When the state says the dataset is mastered
+  (``PartitionStats.mastered``), training stops after that epoch (``geko_stop_when_mastered``).
+* **Loss and gradient accumulation.** :meth:`compute_loss` pops ``sample_id`` and ``labels`` (so
+  the model computes no batch-mean loss of its own), takes the logits, and trains on the mean of the
+  per-sample losses over samples with a label token. HF's ``num_items_in_batch`` counts label
+  *tokens*; GEKO weighs *samples*, so :meth:`get_batch_samples` counts the valid samples of the
+  whole accumulated batch instead, each micro-batch's loss is ``sum(per-sample loss) / that count``
+  and ``loss_is_scaled_for_ga`` is set to True: gradient accumulation then gives the gradient of
+  the whole accumulated batch, however its valid samples are split over micro-batches. For causal
+  LMs this is the mean of per-sample token means, not HF's token mean. Evaluation
+  (``prediction_step``) goes through HF's own ``compute_loss`` unchanged. ``compute_loss_func`` and
+  label smoothing apply to evaluation only (warned).
+* **Scheduler length.** ``max_steps`` (and the LR schedule built from it) is computed from the
+  full-data length, ``ceil(N / batch)`` batches per epoch, exactly as plain ``Trainer`` would, and
+  identically on resume (``LambdaLR`` keeps its lambdas out of its state dict, so a resumed run
+  must recompute the same length). Later GEKO epochs are shorter, so training ends before the
+  schedule does: a linear decay ends at ``lr * (1 - trained_steps / max_steps)`` instead of 0, a
+  cosine one likewise short of its end. Use a schedule that does not depend on the end
+  (``constant``, ``constant_with_warmup``) when that matters.
+* **Checkpoints and resume.** :meth:`_save_checkpoint` writes into HF's ``checkpoint-<step>/``,
+  before HF's own files: ``geko_state.arrow`` (``StateStore.checkpoint``, after
+  ``tracker.flush()``), ``geko_sampler.{json,safetensors}`` (plan and position, via
+  ``save_tree``), ``geko_epochs.parquet`` (history summary) and, last, ``geko_state.json``.
+  ``train(resume_from_checkpoint=...)`` restores them first. The restored sampler starts exactly at
+  the saved plan position, so HF must skip nothing: :meth:`_init_training_state` reports the
+  state's epoch and zero batches trained in it (HF's own arithmetic, ``global_step //
+  steps_per_epoch``, is wrong once epochs shrink), so ``skip_first_batches`` is never used and HF
+  restores its RNG state at the start of the resumed epoch, before any batch. The train loader gets
+  a private generator, reseeded from (seed, epoch) at each epoch start: creating a loader iterator
+  otherwise draws from torch's global generator, and the resumed run creates its iterator after
+  restoring the saved RNG state (the uninterrupted run did so before saving it), so dropout masks
+  would drift. Result: a run stopped and resumed ends with bit-identical state columns and model
+  weights (CPU; tested with dropout on and with the checkpoint inside a shrunk epoch, after an
+  epoch's last step, and at an epoch end).
+  ``ignore_data_skip`` has no effect on the GEKO sampler (it always continues at the saved position).
+* **Threads.** The engine's parallel numba kernels run on numba's OpenMP layer, which shares
+  libgomp with torch and leaves torch's intra-op thread count at numba's (all cores) after a
+  repartition or plan; the count ``train()`` started with is put back after each engine call.
+* Not supported: several processes (torch.distributed / FSDP / DeepSpeed: every rank would need
+  every rank's observations; refused with an error), ``auto_find_batch_size`` retries (the
+  observations of a failed attempt stay in the state; warned), ``IterableDataset`` train sets.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import os
+import shutil
+import warnings
+import weakref
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from geko_state import (
+    GEKOConfig,
+    HistoryConfig,
+    PartitionStats,
+    Run,
+    StateStore,
+    build_report,
+)
+from geko_state.errors import ConfigError, InputError, StateFileError
+from geko_state.io import atomic_path, atomic_write_json
+from geko_state.planning import Budget, BudgetKind, parse_budget
+from geko_state.plots import MissingDependencyError
+from geko_state.report import EfficiencyReport
+from geko_state.schema import Bucket
+
+from .checkpoint import restore_state
+from .data import SAMPLE_ID, GEKODataset
+from .sampler import GEKOSampler
+from .serialization import load_tree, save_tree
+from .signals import IGNORE_INDEX, TaskKind, model_logits
+from .tracker import GEKOTracker
+
+try:
+    from transformers import Trainer, TrainerCallback
+    from transformers.trainer_utils import (
+        PREFIX_CHECKPOINT_DIR,
+        RemoveColumnsCollator,
+        get_last_checkpoint,
+    )
+    from transformers.utils import is_datasets_available
+except ImportError:  # pragma: no cover - exercised only without transformers
+    raise MissingDependencyError(
+        "geko_torch.hf needs transformers: pip install 'transformers>=5'"
+    ) from None
+
+__all__ = [
+    "GEKO_EPOCHS_FILE",
+    "GEKO_META_FILE",
+    "GEKO_SAMPLER",
+    "GEKO_STATE_FILE",
+    "GEKOHFTrainer",
+    "GEKOTrainerMixin",
+]
+
+log = logging.getLogger("geko_torch")
+
+# Files added to HF's checkpoint-<step>/ directory.
+GEKO_STATE_FILE = "geko_state.arrow"
+GEKO_SAMPLER = "geko_sampler"  # save_tree name: geko_sampler.json (+ .safetensors)
+GEKO_EPOCHS_FILE = "geko_epochs.parquet"
+GEKO_HISTORY = "geko_history"  # the history writer's bucket codes (exact transitions after a resume)
+GEKO_META_FILE = "geko_state.json"  # written last: its presence marks the GEKO part complete
+_META_FORMAT = 1
+
+
+def _lm_labels(batch: Mapping[str, Any], ignore_index: int) -> torch.Tensor | None:
+    """Plain language modelling without a ``labels`` field: every attended token is a target."""
+    ids = batch.get("input_ids")
+    if not isinstance(ids, torch.Tensor) or ids.ndim != 2:
+        return None
+    mask = batch.get("attention_mask")
+    if isinstance(mask, torch.Tensor) and mask.shape == ids.shape:
+        return ids.masked_fill(mask == 0, ignore_index)
+    return ids
+
+
+class _SampleIdCollator:
+    """Takes ``sample_id`` out of the items, calls the user's collator on the rest and adds the ids
+    back to the batch as int64 ``[B]``: the user's collator never sees an unknown field."""
+
+    def __init__(self, inner: Callable[[list], Any]) -> None:
+        self.inner = inner
+
+    def __call__(self, features: list) -> Any:
+        ids, stripped = [], []
+        for i, f in enumerate(features):
+            if not isinstance(f, Mapping) or SAMPLE_ID not in f:
+                raise InputError(f"training item {i} has no {SAMPLE_ID!r}; expected items of GEKODataset")
+            ids.append(int(f[SAMPLE_ID]))
+            stripped.append({k: v for k, v in f.items() if k != SAMPLE_ID})
+        batch = self.inner(stripped)
+        if not isinstance(batch, Mapping) or not hasattr(batch, "__setitem__"):
+            raise InputError(
+                f"data_collator returned a {type(batch).__name__}; GEKOHFTrainer needs a dict-like batch "
+                "(field name -> tensor) to add the sample ids to"
+            )
+        batch[SAMPLE_ID] = torch.tensor(ids, dtype=torch.int64)
+        return batch
+
+
+class _FullDataLength:
+    """Stands in for the train loader in HF's step arithmetic: the full-data batch count, so
+    ``max_steps`` and the LR schedule are those of plain ``Trainer`` (and the same on resume)."""
+
+    def __init__(self, dataloader: Any, n_batches: int) -> None:
+        self.dataset = dataloader.dataset
+        self._n = int(n_batches)
+
+    def __len__(self) -> int:
+        return self._n
+
+
+class _GEKOCallback(TrainerCallback):
+    """Epoch ends, the fractional epoch, and the final flush, at HF's events."""
+
+    def __init__(self, trainer: GEKOTrainerMixin) -> None:
+        self._trainer = weakref.ref(trainer)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        t = self._trainer()
+        if t is not None:
+            t._geko_keep_threads()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        t = self._trainer()
+        if t is not None:
+            t._geko_on_step_end(state)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        t = self._trainer()
+        if t is not None:
+            t._geko_on_epoch_end(state, control)
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        t = self._trainer()
+        if t is not None:
+            t._geko_on_train_end()
+
+
+class GEKOTrainerMixin:
+    """GEKO sample selection for a ``transformers.Trainer`` (sub)class; see the module docstring.
+
+    Keyword arguments, all optional, besides the Trainer's own:
+    ``geko_config`` (:class:`~geko_state.GEKOConfig`), ``geko_run_dir`` (default
+    ``<output_dir>/geko``), ``geko_budget`` (draws per epoch: ``"trainable"``, ``"full"``, a count or
+    a fraction of N), ``geko_replacement`` (plans drawn with replacement), ``geko_history``
+    (:class:`~geko_state.HistoryConfig`), ``geko_task`` (``"auto"``, ``"causal_lm"``,
+    ``"classification"``), ``geko_correct_loss_below`` / ``geko_token_accuracy`` (causal-LM
+    correctness rule), ``geko_compute_confidence`` / ``geko_compute_correctness``
+    (``fn(outputs, batch) -> Tensor[B]``), ``geko_stop_when_mastered`` (stop after an epoch whose
+    state is mastered).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        geko_config: GEKOConfig | None = None,
+        geko_run_dir: str | os.PathLike | None = None,
+        geko_budget: Budget = BudgetKind.TRAINABLE,
+        geko_replacement: bool = True,
+        geko_history: HistoryConfig | None = None,
+        geko_task: TaskKind | str = "auto",
+        geko_correct_loss_below: float = 0.5,
+        geko_token_accuracy: float | None = None,
+        geko_compute_confidence: Callable[[Any, Any], torch.Tensor] | None = None,
+        geko_compute_correctness: Callable[[Any, Any], torch.Tensor] | None = None,
+        geko_stop_when_mastered: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        config = GEKOConfig() if geko_config is None else geko_config
+        if not isinstance(config, GEKOConfig):
+            raise ConfigError(f"geko_config must be a GEKOConfig, got {type(config).__name__}")
+        parse_budget(geko_budget)
+        if geko_history is not None and not isinstance(geko_history, HistoryConfig):
+            raise ConfigError(f"geko_history must be a HistoryConfig, got {type(geko_history).__name__}")
+        if geko_task != "auto":
+            try:
+                geko_task = TaskKind(geko_task)
+            except ValueError:
+                raise ConfigError(
+                    f"geko_task must be 'auto' or one of {[k.value for k in TaskKind]}, got {geko_task!r}"
+                ) from None
+        for name, fn in (("geko_compute_confidence", geko_compute_confidence),
+                         ("geko_compute_correctness", geko_compute_correctness)):
+            if fn is not None and not callable(fn):
+                raise ConfigError(f"{name} must be a callable fn(outputs, batch) -> Tensor[B], got {type(fn).__name__}")
+        super().__init__(*args, **kwargs)
+        self._geko_config = config
+        self._geko_budget = geko_budget
+        self._geko_replacement = bool(geko_replacement)
+        self._geko_history = geko_history
+        self._geko_task = geko_task
+        self._geko_correct_loss_below = float(geko_correct_loss_below)
+        self._geko_token_accuracy = geko_token_accuracy
+        self._geko_confidence_fn = geko_compute_confidence
+        self._geko_correctness_fn = geko_compute_correctness
+        self._geko_stop_when_mastered = bool(geko_stop_when_mastered)
+        self._geko_run = Run(Path(geko_run_dir) if geko_run_dir is not None else Path(self.args.output_dir) / "geko")
+        self._geko_store: StateStore | None = None
+        self._geko_sampler: GEKOSampler | None = None
+        self._geko_tracker: GEKOTracker | None = None
+        self._geko_src: Any = None  # the train_dataset the wrapper below was made from
+        self._geko_dataset: GEKODataset | None = None
+        self._geko_generator: torch.Generator | None = None
+        self._geko_group_items: torch.Tensor | None = None  # valid samples of the current accumulated batch
+        self._geko_building_train_loader = False
+        self._geko_threads: int | None = None  # torch's intra-op threads at train() start
+        if getattr(self, "compute_loss_func", None) is not None or self.args.label_smoothing_factor != 0:
+            warnings.warn(
+                "GEKOHFTrainer trains on its own per-sample cross-entropy; compute_loss_func and label "
+                "smoothing are used for evaluation only", stacklevel=2,
+            )
+        if getattr(self.args, "train_sampling_strategy", "random") != "random":
+            warnings.warn(
+                f"train_sampling_strategy={self.args.train_sampling_strategy!r} is replaced by GEKO's sampler "
+                "(the epoch plan decides which samples are drawn, in which order)", stacklevel=2,
+            )
+        self.add_callback(_GEKOCallback(self))
+        if self.train_dataset is not None:
+            self._geko_wrap(self.train_dataset)  # a wrong dataset fails here, before training starts
+
+    # ------------------------------------------------------------------ accessors
+    @property
+    def geko_run_dir(self) -> Path:
+        """The GEKO run directory (state, history; ``geko sql|report`` work on it)."""
+        return self._geko_run.root
+
+    @property
+    def geko_store(self) -> StateStore:
+        """The state store: one row per train item (created fresh on first use, replaced by
+        ``train()``'s fresh start or resume)."""
+        self._geko_ensure()
+        return self._geko_store
+
+    @property
+    def geko_tracker(self) -> GEKOTracker:
+        self._geko_ensure()
+        return self._geko_tracker
+
+    @property
+    def geko_sampler(self) -> GEKOSampler:
+        self._geko_ensure()
+        return self._geko_sampler
+
+    def get_efficiency_report(self) -> EfficiencyReport:
+        """Per-epoch buckets, sample passes trained and compute saved, from the run's history."""
+        return build_report(self.geko_run_dir)
+
+    # ------------------------------------------------------------------ state objects
+    def _geko_wrap(self, dataset: Any) -> GEKODataset:
+        if self._geko_src is not dataset or self._geko_dataset is None:
+            src = dataset
+            if is_datasets_available():
+                import datasets
+
+                if isinstance(dataset, datasets.Dataset):
+                    # HF's own column removal on the Arrow table (cheaper than per item).
+                    dataset = self._remove_unused_columns(dataset, description="Training")
+            self._geko_dataset = GEKODataset(dataset)
+            self._geko_src = src
+        return self._geko_dataset
+
+    def _geko_check_setup(self) -> None:
+        if self.args.world_size > 1:
+            raise ConfigError(
+                f"GEKOHFTrainer runs in one process only (world_size={self.args.world_size}): under "
+                "torch.distributed every rank would need every rank's observations to plan the same epochs"
+            )
+        if self.args.auto_find_batch_size:
+            warnings.warn(
+                "auto_find_batch_size: observations of a failed attempt stay in the GEKO state", stacklevel=3,
+            )
+
+    def _geko_full_batches(self, n_samples: int) -> int:
+        bs = int(self._train_batch_size)
+        return n_samples // bs if self.args.dataloader_drop_last else -(-n_samples // bs)
+
+    def _geko_total_epochs(self, n_samples: int) -> int:
+        """HF's epoch count: ``ceil(num_train_epochs)``, or under ``max_steps`` the epochs of
+        full-data length those steps span."""
+        a = self.args
+        if a.max_steps > 0:
+            batches = self._geko_full_batches(n_samples)
+            per_epoch = max(-(-batches // a.gradient_accumulation_steps), 1)
+            return max(1, -(-a.max_steps // per_epoch))
+        return max(1, math.ceil(a.num_train_epochs))
+
+    def _geko_build(self, store: StateStore) -> None:
+        """Sampler and tracker around ``store`` for the current arguments."""
+        self._geko_store = store
+        self._geko_sampler = GEKOSampler(
+            store, seed=int(self.args.seed), total_epochs=self._geko_total_epochs(store.n_samples),
+            budget=self._geko_budget, replacement=self._geko_replacement, rank=0, world_size=1,
+        )
+        self._geko_tracker = GEKOTracker(
+            store, sampler=self._geko_sampler, run_dir=self.geko_run_dir, history=self._geko_history,
+            task=self._geko_task, correct_loss_below=self._geko_correct_loss_below,
+            token_accuracy=self._geko_token_accuracy, compute_confidence=self._geko_confidence_fn,
+            compute_correctness=self._geko_correctness_fn, record_history=self.args.should_save,
+        )
+
+    def _geko_ensure(self) -> None:
+        if self.train_dataset is None:
+            raise InputError("GEKOHFTrainer needs a train_dataset for its state (one row per train item)")
+        n = len(self._geko_wrap(self.train_dataset))
+        if self._geko_store is not None:
+            if self._geko_store.n_samples == n:
+                return
+            if self._geko_store.epoch > 0 or self._geko_store.observations_total > 0:
+                raise InputError(
+                    f"train_dataset now has {n} items but the GEKO state has {self._geko_store.n_samples} "
+                    "and was trained on; keep the train dataset fixed during a run"
+                )
+            self._geko_store.close()
+        self.geko_run_dir.mkdir(parents=True, exist_ok=True)
+        store = StateStore.create(n, self._geko_run.state_path, self._geko_config, overwrite=True)
+        self._geko_build(store)
+
+    def _geko_start_fresh(self) -> None:
+        """A new training run: a pristine state (recreated if this trainer trained before) and no
+        history left from an earlier run in the same directory."""
+        self._geko_ensure()
+        store = self._geko_store
+        if store.epoch > 0 or store.observations_total > 0 or store.skipped_total > 0:
+            store.close()
+            store = StateStore.create(store.n_samples, self._geko_run.state_path, self._geko_config, overwrite=True)
+        if self.args.should_save:
+            self._geko_run.epochs_path.unlink(missing_ok=True)
+            for p in self._geko_run.history_files().values():
+                p.unlink(missing_ok=True)
+        self._geko_build(store)  # a new HistoryWriter: the old one cached the removed summary rows
+
+    def _geko_epoch_done(self) -> bool:
+        """Every batch of the current epoch's plan was trained (the last partial one is never
+        trained with ``dataloader_drop_last``)."""
+        s = self._geko_sampler
+        remaining = len(s) - s.consumed
+        return remaining <= 0 or (self.args.dataloader_drop_last and remaining < int(self._train_batch_size))
+
+    def _geko_keep_threads(self) -> None:
+        """Put torch's intra-op thread count back to what it was at ``train()`` start.
+
+        The engine's parallel numba kernels (repartition, plan sampling, large observe batches)
+        run on numba's OpenMP threading layer, which shares libgomp with torch and leaves its
+        thread count at numba's; a user's ``torch.set_num_threads`` would otherwise be undone at
+        the first epoch end.
+        """
+        n = self._geko_threads
+        if n is not None and torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+    def _geko_end_epoch(self) -> PartitionStats:
+        trained = self._geko_tracker.epoch_stats.samples
+        mean_loss = self._geko_tracker.epoch_mean_loss
+        stats = self._geko_tracker.end_epoch()
+        self._geko_keep_threads()
+        counts = stats.counts
+        if str(getattr(self.args.logging_strategy, "value", self.args.logging_strategy)) != "no":
+            self.log({
+                "geko_samples_trained": trained, "geko_mean_loss": mean_loss,
+                **{f"geko_{b.name.lower()}": counts[b] for b in Bucket}, "geko_pruned": stats.pruned,
+            })
+        return stats
+
+    # ------------------------------------------------------------------ callback hooks
+    def _geko_on_step_end(self, state: Any) -> None:
+        if self._geko_sampler is None:
+            return
+        # The share of the plan trained: the same in an uninterrupted and a resumed run.
+        s, plan_len = self._geko_sampler, len(self._geko_sampler.plan)
+        frac = 1.0 if self._geko_epoch_done() or plan_len == 0 else s.global_position / plan_len
+        state.epoch = self._geko_store.epoch + frac
+
+    def _geko_on_epoch_end(self, state: Any, control: Any) -> None:
+        if self._geko_store is None or self._geko_store.epoch >= self._geko_sampler.total_epochs:
+            return
+        if not self._geko_epoch_done() and control.should_training_stop:
+            return  # stopped mid-epoch: the epoch stays open, a resumed run completes it
+        stats = self._geko_end_epoch()
+        state.epoch = float(self._geko_store.epoch)
+        if stats.mastered and self._geko_stop_when_mastered and self._geko_store.epoch < self._geko_sampler.total_epochs:
+            log.info("GEKO: the state is mastered after epoch %d; stopping training", stats.epoch)
+            control.should_training_stop = True
+
+    def _geko_on_train_end(self) -> None:
+        if self._geko_tracker is not None:
+            self._geko_tracker.flush()
+            self._geko_store.flush()
+
+    # ------------------------------------------------------------------ data
+    def get_train_dataloader(self):
+        """HF's train loader over the wrapped dataset, with the GEKO sampler and a private generator."""
+        if self.train_dataset is None:
+            return super().get_train_dataloader()
+        self._geko_ensure()
+        ds = self._geko_wrap(self.train_dataset)
+        self._geko_building_train_loader = True
+        try:
+            loader = self._get_dataloader(
+                dataset=ds, description="Training", batch_size=self._train_batch_size,
+                sampler_fn=self._get_train_sampler, is_training=True,
+            )
+        finally:
+            self._geko_building_train_loader = False
+        base = getattr(loader, "base_dataloader", loader)
+        self._geko_generator = torch.Generator().manual_seed(int(self.args.seed))
+        try:
+            base.generator = self._geko_generator
+        except AttributeError:  # an unusual loader wrapper: keep torch's global generator
+            self._geko_generator = None
+        return loader
+
+    def _get_train_sampler(self, train_dataset: Any = None):
+        if self._geko_store is None:
+            return super()._get_train_sampler(train_dataset)
+        return self._geko_sampler
+
+    def _get_collator_with_removed_columns(self, data_collator: Callable, description: str | None = None) -> Callable:
+        if not self._geko_building_train_loader:
+            return super()._get_collator_with_removed_columns(data_collator, description=description)
+        inner = _SampleIdCollator(data_collator)
+        if not self.args.remove_unused_columns:
+            return inner
+        self._set_signature_columns_if_needed()
+        keep = list(dict.fromkeys([*self._signature_columns, SAMPLE_ID, "labels", "label", "label_ids"]))
+        return RemoveColumnsCollator(
+            data_collator=inner, signature_columns=keep, logger=log,
+            model_name=self.model.__class__.__name__, description=description,
+        )
+
+    # ------------------------------------------------------------------ the training loop
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None,
+              ignore_keys_for_eval: list[str] | None = None, **kwargs: Any):
+        """HF's ``train``; a fresh run starts a pristine GEKO state, a resumed run restores the
+        checkpoint's state, sampler position and history first."""
+        if resume_from_checkpoint is False:
+            resume_from_checkpoint = None
+        if isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
+        if self.train_dataset is not None:
+            self._geko_check_setup()
+            self._geko_threads = torch.get_num_threads()
+            if resume_from_checkpoint is not None:
+                self._geko_restore(resume_from_checkpoint)
+            else:
+                self._geko_start_fresh()
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
+                             ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+    def set_initial_training_values(self, args: Any, dataloader: Any):
+        if self._geko_store is None:
+            return super().set_initial_training_values(args, dataloader)
+        full = _FullDataLength(dataloader, self._geko_full_batches(self._geko_store.n_samples))
+        return super().set_initial_training_values(args, full)
+
+    def _init_training_state(self, *args: Any, **kwargs: Any):
+        epochs_trained, steps_trained = super()._init_training_state(*args, **kwargs)
+        if self._geko_store is None:
+            return epochs_trained, steps_trained
+        # The restored sampler already starts where the checkpoint stopped: HF skips nothing.
+        return self._geko_store.epoch, 0
+
+    def _run_epoch(self, *args: Any, **kwargs: Any):
+        if self._geko_store is None:
+            return super()._run_epoch(*args, **kwargs)
+        kw = inspect.signature(super()._run_epoch).bind(*args, **kwargs).arguments
+        epoch = int(kw["epoch"])
+        if epoch != self._geko_store.epoch:
+            raise InputError(
+                f"transformers is starting epoch {epoch} but the GEKO state is at epoch {self._geko_store.epoch}; "
+                "the GEKO epoch ends must line up with the Trainer's (was the GEKO callback removed?)"
+            )
+        if self._geko_generator is not None:
+            seed = int(np.random.SeedSequence([int(self.args.seed), epoch]).generate_state(1, np.uint64)[0] >> 1)
+            self._geko_generator.manual_seed(seed)
+        n = len(kw["train_dataloader"])  # builds this epoch's plan
+        self._geko_keep_threads()
+        kw["steps_in_epoch"] = n
+        kw["num_update_steps_per_epoch"] = -(-n // self.args.gradient_accumulation_steps)
+        if n > 0:
+            return super()._run_epoch(**kw)
+        # An empty plan (everything frozen, pruned or weighted 0 in this curriculum phase): HF would
+        # stop training on an empty epoch; end it and go on.
+        if epoch == kw.get("epochs_trained") and kw.get("resume_from_checkpoint") is not None:
+            self._load_rng_state(kw["resume_from_checkpoint"])
+        self.state.epoch = float(epoch + 1)
+        self.control = self.callback_handler.on_epoch_end(self.args, self.state, self.control)
+        self._maybe_log_save_evaluate(
+            self._tr_loss, None, kw["model"], kw.get("trial"), epoch, kw.get("ignore_keys_for_eval"),
+            kw.get("start_time"),
+        )
+        return None
+
+    # ------------------------------------------------------------------ loss
+    def _geko_count_valid(self, batch: Mapping[str, Any]) -> torch.Tensor | None:
+        """Samples of ``batch`` with at least one label token (0-dim tensor), or None when unknown."""
+        ignore = IGNORE_INDEX
+        labels = batch.get("labels")
+        if labels is None:
+            labels = _lm_labels(batch, ignore)
+        if not isinstance(labels, torch.Tensor):
+            return None
+        task = self._geko_task
+        if task == "auto":
+            task = TaskKind.CAUSAL_LM if labels.ndim == 2 else TaskKind.CLASSIFICATION if labels.ndim == 1 else None
+        if task is TaskKind.CAUSAL_LM and labels.ndim == 2:
+            return (labels[:, 1:] != ignore).any(dim=1).sum()
+        if task is TaskKind.CLASSIFICATION and labels.ndim == 1:
+            return (labels != ignore).sum()
+        return None
+
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any):
+        """HF's micro-batches of one optimizer step; the count passed on is GEKO's: the valid
+        samples of the whole accumulated batch (see the module docstring)."""
+        batch_samples, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self._geko_group_items = None
+        if batch_samples and all(isinstance(b, Mapping) and SAMPLE_ID in b for b in batch_samples):
+            counts = [self._geko_count_valid(b) for b in batch_samples]
+            if all(c is not None for c in counts):
+                total = counts[0]
+                for c in counts[1:]:
+                    total = total + c.to(total.device)
+                self._geko_group_items = total
+                return batch_samples, total
+        return batch_samples, num_items
+
+    def compute_loss(self, model: Any, inputs: Mapping[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None):
+        """Training batches (with ``sample_id``): the mean per-sample loss, recorded in the GEKO
+        state. Anything else (evaluation): HF's own ``compute_loss``."""
+        if SAMPLE_ID not in inputs or not model.training:
+            if SAMPLE_ID in inputs:
+                inputs = {k: v for k, v in inputs.items() if k != SAMPLE_ID}
+            else:
+                self.loss_is_scaled_for_ga = None  # HF decides, as for any Trainer
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        batch = dict(inputs)
+        ids = batch.pop(SAMPLE_ID)
+        labels = batch.pop("labels", None)
+        outputs = model(**batch)
+        logits = model_logits(outputs)
+        if labels is None:
+            labels = _lm_labels(batch, IGNORE_INDEX) if logits.ndim == 3 else None
+            if labels is None:
+                raise InputError("the training batch has no 'labels' field; classification datasets must "
+                                 "provide one per item ('label' or 'labels')")
+        tracker = self._geko_tracker
+        sig = tracker.signals(logits, labels, outputs=outputs, batch={**batch, "labels": labels})
+        tracker.record(ids, sig)
+        self._geko_keep_threads()
+        total = sig.loss.sum()
+        if num_items_in_batch is not None and num_items_in_batch is self._geko_group_items:
+            loss = total / num_items_in_batch.to(total.device).clamp(min=1)
+            self.loss_is_scaled_for_ga = True
+        else:  # no GEKO count for this step: the micro-batch mean, which HF divides by the GA steps
+            loss = total / sig.valid.sum().clamp(min=1)
+            self.loss_is_scaled_for_ga = False
+        return (loss, outputs) if return_outputs else loss
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        if self._geko_store is not None and self.args.should_save:
+            out = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            self._geko_save(out)
+        super()._save_checkpoint(model, trial)
+
+    def _geko_save(self, directory: Path) -> None:
+        """Write the GEKO part of a checkpoint into ``directory`` (HF's checkpoint-<step>/)."""
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / GEKO_META_FILE).unlink(missing_ok=True)  # incomplete until rewritten last
+        tracker, store = self._geko_tracker, self._geko_store
+        tracker.flush()
+        store.checkpoint(directory / GEKO_STATE_FILE)
+        save_tree(self._geko_sampler.state_dict(), directory, GEKO_SAMPLER)
+        if tracker.history is not None:
+            save_tree(tracker.history_state(), directory, GEKO_HISTORY)
+        if self._geko_run.epochs_path.is_file():
+            with atomic_path(directory / GEKO_EPOCHS_FILE) as tmp:
+                shutil.copyfile(self._geko_run.epochs_path, tmp)
+        else:
+            (directory / GEKO_EPOCHS_FILE).unlink(missing_ok=True)
+        atomic_write_json(directory / GEKO_META_FILE, {
+            "format": _META_FORMAT,
+            "n_samples": store.n_samples,
+            "epoch": store.epoch,
+            "global_step": int(self.state.global_step),
+            "total_epochs": self._geko_sampler.total_epochs,
+            "seed": self._geko_sampler.seed,
+            "config": store.config.to_dict(),
+            "tracker": tracker.state_dict(),
+        })
+        store.flush()
+
+    def _geko_restore(self, checkpoint: str | os.PathLike) -> None:
+        """Replace the live state by the checkpoint's and continue its plan where it stopped."""
+        ckpt = Path(checkpoint)
+        meta_path = ckpt / GEKO_META_FILE
+        if not meta_path.is_file():
+            raise InputError(
+                f"{ckpt}: no GEKO state in this checkpoint ({GEKO_META_FILE} missing); resume from a checkpoint "
+                "written by GEKOHFTrainer, or train without resume_from_checkpoint"
+            )
+        try:
+            meta = json.loads(meta_path.read_text())
+            n_saved, tracker_state = int(meta["n_samples"]), meta["tracker"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise StateFileError(f"{meta_path}: unreadable GEKO checkpoint metadata ({e})") from None
+        if meta.get("format") != _META_FORMAT:
+            raise StateFileError(f"{meta_path}: GEKO checkpoint format {meta.get('format')}, expected {_META_FORMAT}")
+        n = len(self._geko_wrap(self.train_dataset))
+        if n_saved != n:
+            raise InputError(
+                f"{ckpt}: the checkpoint's GEKO state has {n_saved} samples but train_dataset has {n}; "
+                "resume with the same train dataset"
+            )
+        src = ckpt / GEKO_STATE_FILE
+        if not src.is_file():
+            raise StateFileError(f"{src}: missing; {ckpt} is not a complete GEKO checkpoint")
+        if self._geko_store is not None:
+            self._geko_store.close()
+            self._geko_store = None
+        run = self._geko_run
+        run.root.mkdir(parents=True, exist_ok=True)
+        store = restore_state(ckpt, run.state_path, name=GEKO_STATE_FILE)
+        if store.config != self._geko_config:
+            warnings.warn(f"{ckpt}: resuming with the checkpoint's GEKOConfig, not the geko_config given", stacklevel=3)
+        if self.args.should_save:
+            # The history as of the checkpoint: what a stopped run wrote after it is dropped.
+            if (ckpt / GEKO_EPOCHS_FILE).is_file():
+                with atomic_path(run.epochs_path) as tmp:
+                    shutil.copyfile(ckpt / GEKO_EPOCHS_FILE, tmp)
+            else:
+                run.epochs_path.unlink(missing_ok=True)
+            for e, p in run.history_files().items():
+                if e > store.epoch:
+                    p.unlink(missing_ok=True)
+        self._geko_build(store)
+        if meta.get("total_epochs") != self._geko_sampler.total_epochs:
+            warnings.warn(
+                f"{ckpt}: saved with {meta.get('total_epochs')} GEKO epochs, resumed with "
+                f"{self._geko_sampler.total_epochs}; curriculum progress differs from the original run",
+                stacklevel=3,
+            )
+        self._geko_sampler.load_state_dict(load_tree(ckpt, GEKO_SAMPLER))
+        self._geko_tracker.load_state_dict(tracker_state)
+        if (ckpt / f"{GEKO_HISTORY}.json").is_file():
+            self._geko_tracker.load_history_state(load_tree(ckpt, GEKO_HISTORY))
+        if (self._geko_sampler.global_position > 0 and self._geko_epoch_done()
+                and store.epoch < self._geko_sampler.total_epochs):
+            # Saved after the epoch's last batch but before its end: end it now, as the
+            # uninterrupted run did right after that save.
+            self._geko_tracker.end_epoch()
+            self._geko_keep_threads()
+
+
+class GEKOHFTrainer(GEKOTrainerMixin, Trainer):
+    """``transformers.Trainer`` with GEKO sample selection: ``Trainer(...)`` becomes
+    ``GEKOHFTrainer(..., geko_config=GEKOConfig(...))``. See :class:`GEKOTrainerMixin`."""
