@@ -10,7 +10,8 @@ Both loops train the same GPT-2-shaped model (built from a config) on the same t
   ``tracker.end_epoch()`` (repartition + history) once per pass over the data, timed on its own.
 
 The loops alternate in blocks of ``--block`` steps so both see the same machine load; the figure
-is the ratio of median step times. ``tracker.record`` alone (signals precomputed) is also timed.
+is the ratio of median step times. ``tracker.record`` alone (signals precomputed) and the loss
+alone (HF's fused cross-entropy against GEKO's signals, forward + backward) are also timed.
 
 Run from the repository root::
 
@@ -138,6 +139,31 @@ def main(argv: list[str] | None = None) -> int:
         record.append(time.perf_counter() - t0)
     tracker.flush()
 
+    # The loss alone, forward + backward on random logits of the same shape: HF's fused
+    # cross-entropy against GEKO's per-sample signals (which also give confidence and hits).
+    import torch.nn.functional as F
+
+    from geko_torch.signals import causal_lm_signals
+
+    lab = labels_all[: args.batch].to(device)
+    loss_times: dict[str, list[float]] = {"hf_cross_entropy": [], "geko_signals": []}
+
+    def hf_loss(x: torch.Tensor) -> None:
+        F.cross_entropy(x[:, :-1].reshape(-1, args.vocab), lab[:, 1:].reshape(-1), ignore_index=-100).backward()
+
+    def geko_loss(x: torch.Tensor) -> None:
+        causal_lm_signals(x, lab).loss.mean().backward()
+
+    for _ in range(3):
+        for kind, fn in (("hf_cross_entropy", hf_loss), ("geko_signals", geko_loss)):
+            for _ in range(20):
+                x = torch.randn(args.batch, args.seq, args.vocab, device=device, requires_grad=True)
+                sync()
+                t0 = time.perf_counter()
+                fn(x)
+                sync()
+                loss_times[kind].append(time.perf_counter() - t0)
+
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "device": str(device), "torch": torch.__version__, "machine": platform.machine(),
@@ -149,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "record_us": 1e6 * statistics.median(record),
         "end_epoch_ms": 1e3 * statistics.median(end_epoch_times) if end_epoch_times else None,
         "epochs_ended": len(end_epoch_times),
+        "loss_only_ms": {k: 1e3 * statistics.median(v) for k, v in loss_times.items()},
     }
     print(f"| {device.type} B={args.batch} T={args.seq} V={args.vocab} | median step | quartiles |")
     print("|---|---|---|")
@@ -159,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ratio GEKO / plain: {result['ratio']:.3f}; tracker.record alone: {result['record_us']:.0f} us; "
           f"end_epoch (repartition + history, N={args.n}): "
           + (f"{result['end_epoch_ms']:.1f} ms" if result["end_epoch_ms"] is not None else "n/a"))
+    lo = result["loss_only_ms"]
+    print(f"loss alone (fwd + bwd, B x T x V logits): HF cross-entropy {lo['hf_cross_entropy']:.2f} ms, "
+          f"GEKO signals {lo['geko_signals']:.2f} ms")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

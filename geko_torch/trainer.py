@@ -109,8 +109,11 @@ class GEKOTrainer:
             self.param_counts = count_parameters(model)
             self._say(self.param_counts.format())
         if args.gradient_checkpointing:
-            if hasattr(model, "gradient_checkpointing_enable"):
-                model.gradient_checkpointing_enable()
+            # transformers 5 renamed it; the old name still works but warns
+            enable = getattr(model, "activation_checkpointing_enable", None) or getattr(
+                model, "gradient_checkpointing_enable", None)
+            if enable is not None:
+                enable()
                 if hasattr(model, "config") and hasattr(model.config, "use_cache"):
                     model.config.use_cache = False
                 self._say("[GEKO] Gradient checkpointing enabled")

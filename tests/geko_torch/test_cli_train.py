@@ -1,0 +1,404 @@
+"""``geko train`` end to end on tiny local models (built here: no hub), and its data loading."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from geko_state.errors import InputError
+from geko_torch import cli
+from geko_torch.text_data import (
+    IGNORE_INDEX,
+    class_labels,
+    read_label_map,
+    read_table,
+    tokenize_causal_lm,
+    tokenize_classification,
+)
+
+EOS, PAD, UNK = "[EOS]", "[PAD]", "[UNK]"
+FAST = ["--epochs", "2", "--batch-size", "8", "--lr", "3e-3", "--warmup-steps", "1", "--workers", "0",
+        "--no-progress", "--max-length", "24", "--seed", "0"]
+
+
+# ---------------------------------------------------------------------- tiny data and models
+def _sft_rows(n: int = 24, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.randrange(10), rng.randrange(10)
+        rows.append({"prompt": f"question : add {a} and {b} ? answer :", "response": f"{a + b} done"})
+    return rows
+
+
+def _cls_rows(n: int = 24, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    good, bad = ["great", "fine", "lovely"], ["awful", "dull", "poor"]
+    rows = []
+    for i in range(n):
+        pos = i % 2 == 0
+        word = rng.choice(good if pos else bad)
+        rows.append({"text": f"the film was {word} and {rng.choice(good + bad)}", "label": "pos" if pos else "neg"})
+    return rows
+
+
+def _tokenizer(texts: list[str], specials: list[str], **tokens: str):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=specials))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=UNK, **tokens)
+
+
+def _texts(rows: list[dict]) -> list[str]:
+    return [str(v) for r in rows for v in r.values()]
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory) -> Path:
+    """Tiny GPT-2 whose tokenizer has an eos but no pad token (the command must pad with eos)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    path = tmp_path_factory.mktemp("gpt2")
+    tok = _tokenizer(_texts(_sft_rows(200)) + ["the film was"], [UNK, EOS], eos_token=EOS, bos_token=EOS)
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=len(tok), n_positions=128,
+                     bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+    GPT2LMHeadModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory) -> Path:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    path = tmp_path_factory.mktemp("bert")
+    tok = _tokenizer(_texts(_cls_rows(200)), [PAD, UNK, "[CLS]", "[SEP]"], pad_token=PAD,
+                     cls_token="[CLS]", sep_token="[SEP]")
+    torch.manual_seed(0)
+    cfg = BertConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                     vocab_size=len(tok), max_position_embeddings=64, num_labels=2,
+                     pad_token_id=tok.pad_token_id)
+    BertForSequenceClassification(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("data")
+    sft = pl.DataFrame(_sft_rows(24))
+    files = {
+        "sft_jsonl": d / "sft.jsonl",
+        "sft_eval": d / "sft_eval.jsonl",
+        "text_parquet": d / "text.parquet",
+        "cls_csv": d / "cls.csv",
+    }
+    sft.write_ndjson(files["sft_jsonl"])
+    pl.DataFrame(_sft_rows(8, seed=1)).write_ndjson(files["sft_eval"])
+    sft.select(text=pl.col("prompt") + " " + pl.col("response")).write_parquet(files["text_parquet"])
+    pl.DataFrame(_cls_rows(24)).write_csv(files["cls_csv"])
+    return files
+
+
+def _train(capsys, *argv) -> tuple[int, str, str]:
+    code = cli.main(["train", *map(str, argv)])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def _epochs_rows(out: Path) -> int:
+    return pl.read_parquet(out / "epochs.parquet").height
+
+
+# ---------------------------------------------------------------------- end to end
+def test_sft_end_to_end(capsys, tmp_path, gpt2_dir, data):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "sft"
+    code, stdout, stderr = _train(capsys, gpt2_dir, data["sft_jsonl"], "--prompt-field", "prompt",
+                                  "--response-field", "response", "--eval-file", data["sft_eval"],
+                                  "--output-dir", out, *FAST)
+    assert code == 0, stderr
+    assert "no pad token" in stderr and EOS in stderr
+    assert (out / "state.arrow").is_file()
+    assert _epochs_rows(out) == 2
+    ckpts = sorted(p.name for p in out.glob("checkpoint-*"))
+    assert len(ckpts) == 1 and (out / ckpts[0] / "trainer_state.json").is_file()
+    assert f"final checkpoint: {out / ckpts[0]}" in stdout
+    assert "GEKO efficiency report" in stdout
+    for follow_up in (f"geko report {out}", f"geko sql {out}", f"geko export {out}"):
+        assert follow_up in stdout
+    model = AutoModelForCausalLM.from_pretrained(out / "final_model", local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(out / "final_model", local_files_only=True)
+    assert tok.pad_token == EOS
+    ids = torch.tensor([tok("question : add 1 and 2 ? answer :")["input_ids"]])
+    assert model(input_ids=ids).logits.shape[-1] == len(tok)
+    log = [json.loads(line) for line in (out / "trainer_log.jsonl").read_text().splitlines()]
+    assert any("eval_loss" in r for r in log)
+    # The printed follow-up export works: row i of the file is sample i.
+    kept = out / "kept.jsonl"
+    assert cli.main(["export", str(out), "--dataset", str(data["sft_jsonl"]), "--output", str(kept)]) == 0
+    assert 0 < pl.read_ndjson(kept).height <= 24 and pl.read_ndjson(kept).columns == ["prompt", "response"]
+
+
+def test_text_field_lm_from_parquet(capsys, tmp_path, gpt2_dir, data):
+    out = tmp_path / "lm"
+    code, stdout, stderr = _train(capsys, gpt2_dir, data["text_parquet"], "--text-field", "text",
+                                  "--output-dir", out, "--preset", "aggressive", "--budget", "full", *FAST)
+    assert code == 0, stderr
+    assert _epochs_rows(out) == 2
+    assert (out / "final_model" / "config.json").is_file()
+    assert "kept.parquet" in stdout  # the export hint keeps the dataset's format
+
+
+def test_classification_string_labels_from_csv(capsys, tmp_path, bert_dir, data):
+    from transformers import AutoModelForSequenceClassification
+
+    out = tmp_path / "cls"
+    code, stdout, stderr = _train(capsys, bert_dir, data["cls_csv"], "--text-field", "text",
+                                  "--label-field", "label", "--output-dir", out, *FAST)
+    assert code == 0, stderr
+    assert read_label_map(out / "label_map.json") == {"neg": 0, "pos": 1}
+    assert json.loads((out / "label_map.json").read_text())["id2label"] == {"0": "neg", "1": "pos"}
+    assert "0=neg, 1=pos" in stdout
+    model = AutoModelForSequenceClassification.from_pretrained(out / "final_model", local_files_only=True)
+    assert model.config.num_labels == 2 and model.config.id2label == {0: "neg", 1: "pos"}
+    assert _epochs_rows(out) == 2
+
+
+@pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing:FutureWarning")  # peft x transformers 5
+def test_lora_run_saves_the_adapter(capsys, tmp_path, gpt2_dir, data):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "lora"
+    code, stdout, stderr = _train(capsys, gpt2_dir, data["sft_jsonl"], "--prompt-field", "prompt",
+                                  "--response-field", "response", "--lora", "--lora-r", "4", "--lora-alpha", "8",
+                                  "--lora-dropout", "0", "--lora-targets", "c_attn,c_proj", "--output-dir", out, *FAST)
+    assert code == 0, stderr
+    assert "LoRA applied" in stdout and "LoRA adapter only" in stdout
+    final = out / "final_model"
+    cfg = json.loads((final / "adapter_config.json").read_text())
+    assert cfg["r"] == 4 and cfg["lora_alpha"] == 8 and sorted(cfg["target_modules"]) == ["c_attn", "c_proj"]
+    base = AutoModelForCausalLM.from_pretrained(gpt2_dir, local_files_only=True)
+    model = PeftModel.from_pretrained(base, final)
+    trained = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
+    assert trained and any(v.abs().sum() > 0 for v in trained.values())  # B starts at zero: it was trained
+
+
+def test_resume_from_a_max_steps_checkpoint_finishes(capsys, tmp_path, gpt2_dir, data):
+    out = tmp_path / "resume"
+    common = [gpt2_dir, data["sft_jsonl"], "--prompt-field", "prompt", "--response-field", "response", *FAST]
+    base = [*common, "--output-dir", out]
+    code, stdout, stderr = _train(capsys, *base, "--max-steps", "2")
+    assert code == 0, stderr
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file()
+    assert "--resume" in stdout and "stopped at --max-steps 2" in stdout
+    code, stdout, stderr = _train(capsys, *base, "--resume", out / "checkpoint-2")
+    assert code == 0, stderr
+    assert "Resumed from" in stdout
+    assert _epochs_rows(out) == 2
+    final = Path(stdout.split("final checkpoint: ")[1].split()[0])
+    assert final.parent == out and int(final.name.split("-")[1]) > 2 and (final / "trainer_state.json").is_file()
+    # A checkpoint of other data is refused before the run directory is touched.
+    state = (out / "state.arrow").read_bytes()
+    code, _, stderr = _train(capsys, gpt2_dir, data["sft_eval"], "--prompt-field", "prompt", "--response-field",
+                             "response", *FAST, "--output-dir", out, "--resume", out / "checkpoint-2")
+    assert code == 2 and "trained on 24 samples but DATA_FILE has 8" in stderr
+    assert (out / "state.arrow").read_bytes() == state
+    # ... and the resumed run ends exactly where an uninterrupted one does.
+    code, _, stderr = _train(capsys, *common, "--output-dir", tmp_path / "straight")
+    assert code == 0, stderr
+    resumed = load_file(out / "final_model" / "model.safetensors")
+    straight = load_file(tmp_path / "straight" / "final_model" / "model.safetensors")
+    assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in resumed)
+
+
+# ---------------------------------------------------------------------- bad input: exit 2, nothing written
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--prompt-field", "prompt"], "--prompt-field needs --response-field"),
+        (["--response-field", "response"], "--response-field needs --prompt-field"),
+        (["--prompt-field", "prompt", "--response-field", "response", "--text-field", "prompt"],
+         "--text-field cannot be combined"),
+        (["--label-field", "response"], "--label-field needs --text-field"),
+        ([], "say which columns"),
+        (["--text-field", "prompt", "--lora-r", "4"], "add --lora"),
+        (["--text-field", "prompt", "--budget", "lots"], "--budget"),
+        (["--prompt-field", "question", "--response-field", "response"], "available columns: prompt, response"),
+        (["--text-field", "prompt", "--label-field", "nope"], "--label-field 'nope'; available columns"),
+        (["--text-field", "prompt", "--lora", "--lora-targets", "nope"], "match no module"),
+    ],
+)
+def test_bad_options_exit_2_and_write_nothing(capsys, tmp_path, gpt2_dir, data, extra, needle):
+    out = tmp_path / "out"
+    code, _, stderr = _train(capsys, gpt2_dir, data["sft_jsonl"], *extra, "--output-dir", out, *FAST)
+    assert code == 2
+    assert "geko train: error: " in stderr and needle in stderr, stderr
+    assert not out.exists()
+
+
+def test_bad_files_exit_2_and_write_nothing(capsys, tmp_path, gpt2_dir, data):
+    out = tmp_path / "out"
+    lm = ["--text-field", "text", "--output-dir", out, *FAST]
+    txt = tmp_path / "data.txt"
+    txt.write_text("hello\n")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    cases = [
+        ((gpt2_dir, txt, *lm), ["data.txt", "unsupported", ".jsonl", ".parquet", ".csv"]),
+        ((gpt2_dir, empty, *lm), ["empty.jsonl", "empty"]),
+        ((gpt2_dir, tmp_path / "missing.jsonl", *lm), ["missing.jsonl", "no such file"]),
+        ((tmp_path / "no-model", data["text_parquet"], *lm), ["MODEL_DIR", "no-model", "no such directory"]),
+        ((tmp_path, data["text_parquet"], *lm), ["no config.json"]),
+        ((gpt2_dir, data["text_parquet"], *lm, "--eval-file", txt), ["--eval-file", "unsupported"]),
+        ((gpt2_dir, data["text_parquet"], *lm, "--resume", tmp_path), ["--resume", "not a GEKO checkpoint"]),
+    ]
+    for argv, needles in cases:
+        code, _, stderr = _train(capsys, *argv)
+        assert code == 2, (argv, stderr)
+        assert all(n in stderr for n in needles), stderr
+        assert not out.exists()
+
+
+def test_argparse_rejects_bad_values(capsys, tmp_path, gpt2_dir, data):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", str(gpt2_dir), str(data["sft_jsonl"]), "--text-field", "prompt", "--epochs", "0"])
+    assert e.value.code == 2 and "--epochs" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- text_data units
+def test_sft_items_mask_the_prompt(gpt2_dir, data):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gpt2_dir, local_files_only=True)
+    table = read_table(data["sft_jsonl"])
+    ds = tokenize_causal_lm(table, tok, prompt_field="prompt", response_field="response", max_length=64)
+    assert len(ds) == table.height and ds.n_without_labels == 0 and ds.n_truncated == 0
+    for i, row in enumerate(table.iter_rows(named=True)):
+        p = tok(row["prompt"])["input_ids"]
+        r = tok(row["response"], add_special_tokens=False)["input_ids"]
+        item = ds[i]
+        assert item["input_ids"].tolist() == p + r + [tok.eos_token_id]
+        assert item["labels"][: len(p)].eq(IGNORE_INDEX).all()
+        assert item["labels"][len(p):].tolist() == r + [tok.eos_token_id]
+        assert item["attention_mask"].tolist() == [1] * (len(p) + len(r) + 1)
+    cut = tokenize_causal_lm(table, tok, prompt_field="prompt", response_field="response", max_length=4)
+    assert all(len(cut[i]["input_ids"]) == 4 for i in range(len(cut)))
+    assert cut.n_truncated == len(cut) and cut.n_without_labels == len(cut)  # prompts are longer than 4
+
+
+def test_text_items_train_every_token(gpt2_dir, data):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gpt2_dir, local_files_only=True)
+    ds = tokenize_causal_lm(read_table(data["text_parquet"]), tok, text_field="text")
+    item = ds[0]
+    assert torch.equal(item["input_ids"], item["labels"]) and item["input_ids"][-1] == tok.eos_token_id
+
+
+def test_classification_labels(bert_dir, data, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(bert_dir, local_files_only=True)
+    table = read_table(data["cls_csv"])
+    ds, label_map = tokenize_classification(table, tok, text_field="text", label_field="label", max_length=3)
+    assert label_map == {"neg": 0, "pos": 1}
+    assert ds.class_labels.tolist() == [0 if v == "neg" else 1 for v in table["label"]]
+    assert ds[0]["labels"].ndim == 0 and ds.n_truncated == len(ds) and max(ds.lengths) == 3
+    # Integer labels are used as they are; an eval set must stay within the training classes.
+    ids, none = class_labels(pl.DataFrame({"y": [2, 0, 1]}), "y")
+    assert ids.tolist() == [2, 0, 1] and none is None
+    with pytest.raises(InputError, match="class id 5"):
+        class_labels(pl.DataFrame({"y": [5]}), "y", num_labels=3)
+    with pytest.raises(InputError, match="not among the training labels"):
+        class_labels(pl.DataFrame({"y": ["meh"]}), "y", label_map)
+    with pytest.raises(InputError, match="negative"):
+        class_labels(pl.DataFrame({"y": [-1, 0]}), "y")
+    with pytest.raises(InputError, match="non-integer"):
+        class_labels(pl.DataFrame({"y": [0.5, 1.0]}), "y")
+
+
+def test_large_tables_are_tokenised_in_chunks(gpt2_dir, capsys):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gpt2_dir, local_files_only=True)
+    rows = _sft_rows(2_500, seed=3)  # more than one tokenizer chunk
+    table = pl.DataFrame(rows)
+    ds = tokenize_causal_lm(table, tok, prompt_field="prompt", response_field="response", progress=True,
+                            source="big")
+    assert "tokenise big" in capsys.readouterr().err
+    assert len(ds) == 2_500
+    for i in (0, 1_023, 1_024, 2_499):
+        p = tok(rows[i]["prompt"])["input_ids"]
+        assert ds[i]["input_ids"].tolist() == p + tok(rows[i]["response"], add_special_tokens=False)["input_ids"] + [
+            tok.eos_token_id]
+        assert ds[i]["labels"][: len(p)].eq(IGNORE_INDEX).all()
+
+
+def test_read_table_errors(tmp_path, bert_dir):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    with pytest.raises(InputError, match="cannot read it as JSONL"):
+        read_table(bad)
+    header_only = tmp_path / "h.csv"
+    header_only.write_text("text,label\n")
+    with pytest.raises(InputError, match="no rows"):
+        read_table(header_only)
+    nulls = tmp_path / "n.jsonl"
+    nulls.write_text('{"text": "a"}\n{"text": null}\n')
+    with pytest.raises(InputError, match="row 1"):
+        tokenize_causal_lm(read_table(nulls), None, text_field="text")
+    assert np.array_equal(read_table(nulls)["text"].is_null().to_numpy(), [False, True])
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(bert_dir, local_files_only=True)  # no eos: "" gives no token
+    with pytest.raises(InputError, match="give no tokens at all .first: row 1"):
+        tokenize_classification(pl.DataFrame({"t": ["great", ""], "y": [0, 1]}), tok, text_field="t", label_field="y")
+
+
+# ---------------------------------------------------------------------- the command line
+def test_module_help_lists_train_and_the_engine_commands():
+    r = subprocess.run([sys.executable, "-m", "geko_torch.cli", "--help"], capture_output=True, text=True, check=True)
+    for name in ("train", "sql", "report", "export", "inspect", "simulate"):
+        assert f"    {name} " in r.stdout, r.stdout
+    assert "geko train" in r.stdout
+
+
+def test_train_help_has_an_example_and_defaults(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "example:\n  geko train " in text
+    for option in ("--epochs", "--batch-size", "--lr", "--max-length", "--preset", "--lora-r", "--output-dir"):
+        assert option in text
+    _, sub = cli.build_parser()
+    options = [a for a in sub.choices["train"]._actions if a.option_strings and a.dest != "help"]
+    assert len(options) >= 29
+    assert [a.dest for a in options if "default" not in (a.help or "")] == []
+
+
+def test_a_new_run_replaces_an_earlier_one(tmp_path):
+    out = tmp_path / "run"
+    for rel in ("epochs.parquet", "trainer_log.jsonl", "history/epoch=000001.parquet",
+                "checkpoint-3/trainer_state.json", "final_model/config.json", "notes.txt"):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text("x")
+    removed = cli._clear_earlier_run(out)
+    assert sorted(removed) == sorted(["epochs.parquet", "trainer_log.jsonl", "epoch=000001.parquet",
+                                      "checkpoint-3", "final_model"])
+    assert sorted(p.name for p in out.iterdir()) == ["history", "notes.txt"]
