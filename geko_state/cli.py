@@ -10,8 +10,9 @@ import json
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .config import PRESETS
 from .errors import GekoError
@@ -310,8 +311,9 @@ def build_parser(prog: str = "geko") -> tuple[argparse.ArgumentParser, argparse.
     return parser, sub
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser, _ = build_parser()
+def main(argv: list[str] | None = None, *, build: Callable[[], tuple[argparse.ArgumentParser, object]] | None = None) -> int:
+    """Run ``geko``; ``build`` makes the parser (geko_torch passes its fuller one)."""
+    parser, _ = (build or build_parser)()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -577,17 +577,7 @@ def build_parser(prog: str = "geko") -> tuple[argparse.ArgumentParser, argparse.
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``geko`` console script; returns the exit status (2 on a GekoError)."""
-    parser, _ = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
-    _, run = COMMANDS[args.command]
-    try:
-        return run(args)
-    except GekoError as e:
-        print(f"geko {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    return engine_cli.main(argv, build=build_parser)
 
 
 if __name__ == "__main__":  # pragma: no cover

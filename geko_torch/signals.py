@@ -212,7 +212,13 @@ def causal_lm_signals(
     targets = targets.masked_fill(~mask, 0)
     # On CPU, finding the labelled rows is free and skips prompt and padding rows entirely; on an
     # accelerator it would be a host sync, so there every row is computed and masked instead.
-    rows = mask.view(-1).nonzero().squeeze(1) if logits.device.type == "cpu" else None
+    rows = None
+    if logits.device.type == "cpu":
+        rows = mask.view(-1).nonzero().squeeze(1)
+        # Selecting rows copies them (forward and backward); it only pays off when most rows are
+        # prompt or padding. Otherwise computing every row on views is faster.
+        if rows.numel() * 2 > mask.numel():
+            rows = None
     # reshape is a view for the usual contiguous logits; a sliced, strided input is copied once.
     nll, conf, hit = _TokenCrossEntropy.apply(logits.reshape(batch * seq, vocab), targets.view(-1), mask.view(-1), rows)
 

@@ -149,6 +149,8 @@ class GEKOTrainer:
         self.scaler = torch.amp.GradScaler(amp_device) if args.fp16 else None
         self._autocast_dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else None
         self.global_step = 0
+        self._loader: DataLoader | None = None
+        self._loader_generator: torch.Generator | None = None
         self.log_history: list[dict[str, Any]] = []
         self._finished = False
 
@@ -226,12 +228,20 @@ class GEKOTrainer:
         return kw
 
     def _train_loader(self) -> DataLoader:
-        # A private generator: creating a loader iterator would otherwise draw from torch's global
-        # generator, and a resumed run (one iterator fewer) would then drop out of step.
-        return DataLoader(
-            self.train_dataset, batch_size=self.args.batch_size, sampler=self.sampler,
-            generator=torch.Generator().manual_seed(self.args.seed), **self._loader_kwargs(),
-        )
+        """One loader for the whole run, so persistent workers live across epochs (the sampler's
+        length and plan follow the store, so the same loader serves every epoch)."""
+        epoch = self.store.epoch
+        if self._loader is None or self._loader.sampler is not self.sampler:
+            # A private generator: creating a loader iterator would otherwise draw from torch's
+            # global generator, and a resumed run (one iterator fewer) would drop out of step.
+            self._loader_generator = torch.Generator()
+            self._loader = DataLoader(
+                self.train_dataset, batch_size=self.args.batch_size, sampler=self.sampler,
+                generator=self._loader_generator, **self._loader_kwargs(),
+            )
+        # Reseeded per epoch so worker seeds do not depend on how many iterators came before.
+        self._loader_generator.manual_seed(self.args.seed * 1_000_003 + epoch)
+        return self._loader
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         nb = self.device.type == "cuda"

@@ -256,3 +256,17 @@ def test_constructor_errors(tmp_path):
         GEKOTrainer(TinyClassifier(), [], args=_args(tmp_path))
     with pytest.raises(InputError, match="input_ids"):
         GEKOTrainer(TinyClassifier(), [{"text": "a"}], args=_args(tmp_path))
+
+
+def test_dataloader_workers_persist_across_epochs_and_match_in_process_loading(tmp_path):
+    kw = {"num_epochs": 2, "seed": 3}
+    inline = GEKOTrainer(TinyClassifier(), cls_items(24), config=_quiet_cfg(), args=_args(tmp_path, "a", **kw))
+    inline.train()
+    workers = GEKOTrainer(TinyClassifier(), cls_items(24), config=_quiet_cfg(),
+                          args=_args(tmp_path, "b", dataloader_num_workers=1, dataloader_persistent_workers=True,
+                                     dataloader_prefetch_factor=2, **kw))
+    workers.train()
+    assert workers._loader.num_workers == 1 and workers._loader.persistent_workers
+    assert _state_bytes(inline.store) == _state_bytes(workers.store)
+    a, b = _weights(inline.model), _weights(workers.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
