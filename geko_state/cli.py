@@ -110,19 +110,12 @@ def _simulate():
         from tqdm import tqdm
 
         from .history import HistoryConfig, HistoryWriter
-        from .planning import parse_budget
+        from .planning import parse_budget_text
         from .run import Run
         from .simulate import SyntheticTask, simulate
         from .store import StateStore
 
-        budget = args.budget
-        for conv in (int, float):
-            try:
-                budget = conv(args.budget)
-                break
-            except ValueError:
-                continue
-        parse_budget(budget)
+        budget = parse_budget_text(args.budget)
         config = PRESETS[args.preset].replace(prune_frozen_after=args.prune_after, log_bucket_stats=False)
         path, writer = None, None
         if args.out is not None:

@@ -21,6 +21,7 @@ __all__ = [
     "BudgetKind",
     "Budget",
     "parse_budget",
+    "parse_budget_text",
     "WeightSegment",
     "EpochPlan",
     "class_weight_vector",
@@ -57,6 +58,18 @@ def parse_budget(budget: Budget) -> BudgetKind | int | float:
         "budget must be 'trainable', 'full', a draw count (int >= 0) or a fraction of the "
         f"samples (float in (0, 1]), got {budget!r}"
     )
+
+
+def parse_budget_text(text: str) -> BudgetKind | int | float:
+    """A budget typed on a command line: ``"trainable"``, ``"full"``, ``"5000"`` or ``"0.5"``."""
+    value: Budget = text
+    for conv in (int, float):
+        try:
+            value = conv(text)
+            break
+        except ValueError:
+            continue
+    return parse_budget(value)
 
 
 @dataclass(frozen=True)

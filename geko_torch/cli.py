@@ -75,17 +75,10 @@ def _dropout(text: str) -> float:
 
 
 def _parse_budget(text: str) -> Any:
-    from geko_state.planning import parse_budget
+    from geko_state.planning import parse_budget_text
 
-    value: Any = text
-    for conv in (int, float):
-        try:
-            value = conv(text)
-            break
-        except ValueError:
-            continue
     try:
-        return parse_budget(value)
+        return parse_budget_text(text)
     except InputError:
         raise InputError(
             f"--budget {text!r}: expected 'trainable', 'full', a draw count per epoch (integer >= 0) "

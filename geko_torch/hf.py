@@ -75,7 +75,8 @@ How it fits into the Trainer of transformers 5.23, and why:
   ``ignore_data_skip`` has no effect on the GEKO sampler (it always continues at the saved position).
 * **Threads.** The engine's parallel numba kernels run on numba's OpenMP layer, which shares
   libgomp with torch and leaves torch's intra-op thread count at numba's (all cores) after a
-  repartition or plan; the count ``train()`` started with is put back after each engine call.
+  repartition or plan; the tracker and sampler put it back after every engine call
+  (:mod:`geko_torch.threads`).
 * Not supported: several processes (torch.distributed / FSDP / DeepSpeed: every rank would need
   every rank's observations; refused with an error), ``auto_find_batch_size`` retries (the
   observations of a failed attempt stay in the state; warned), ``IterableDataset`` train sets.
@@ -116,7 +117,7 @@ from .checkpoint import restore_state
 from .data import SAMPLE_ID, GEKODataset
 from .sampler import GEKOSampler
 from .serialization import load_tree, save_tree
-from .signals import IGNORE_INDEX, TaskKind, model_logits
+from .signals import IGNORE_INDEX, TaskKind, lm_labels, model_logits
 from .tracker import GEKOTracker
 
 try:
@@ -150,17 +151,6 @@ GEKO_EPOCHS_FILE = "geko_epochs.parquet"
 GEKO_HISTORY = "geko_history"  # the history writer's bucket codes (exact transitions after a resume)
 GEKO_META_FILE = "geko_state.json"  # written last: its presence marks the GEKO part complete
 _META_FORMAT = 1
-
-
-def _lm_labels(batch: Mapping[str, Any], ignore_index: int) -> torch.Tensor | None:
-    """Plain language modelling without a ``labels`` field: every attended token is a target."""
-    ids = batch.get("input_ids")
-    if not isinstance(ids, torch.Tensor) or ids.ndim != 2:
-        return None
-    mask = batch.get("attention_mask")
-    if isinstance(mask, torch.Tensor) and mask.shape == ids.shape:
-        return ids.masked_fill(mask == 0, ignore_index)
-    return ids
 
 
 class _SampleIdCollator:
@@ -204,11 +194,6 @@ class _GEKOCallback(TrainerCallback):
 
     def __init__(self, trainer: GEKOTrainerMixin) -> None:
         self._trainer = weakref.ref(trainer)
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        t = self._trainer()
-        if t is not None:
-            t._geko_keep_threads()
 
     def on_step_end(self, args, state, control, **kwargs):
         t = self._trainer()
@@ -294,7 +279,6 @@ class GEKOTrainerMixin:
         self._geko_generator: torch.Generator | None = None
         self._geko_group_items: torch.Tensor | None = None  # valid samples of the current accumulated batch
         self._geko_building_train_loader = False
-        self._geko_threads: int | None = None  # torch's intra-op threads at train() start
         if getattr(self, "compute_loss_func", None) is not None or self.args.label_smoothing_factor != 0:
             warnings.warn(
                 "GEKOHFTrainer trains on its own per-sample cross-entropy; compute_loss_func and label "
@@ -427,23 +411,10 @@ class GEKOTrainerMixin:
         remaining = len(s) - s.consumed
         return remaining <= 0 or (self.args.dataloader_drop_last and remaining < int(self._train_batch_size))
 
-    def _geko_keep_threads(self) -> None:
-        """Put torch's intra-op thread count back to what it was at ``train()`` start.
-
-        The engine's parallel numba kernels (repartition, plan sampling, large observe batches)
-        run on numba's OpenMP threading layer, which shares libgomp with torch and leaves its
-        thread count at numba's; a user's ``torch.set_num_threads`` would otherwise be undone at
-        the first epoch end.
-        """
-        n = self._geko_threads
-        if n is not None and torch.get_num_threads() != n:
-            torch.set_num_threads(n)
-
     def _geko_end_epoch(self) -> PartitionStats:
         trained = self._geko_tracker.epoch_stats.samples
         mean_loss = self._geko_tracker.epoch_mean_loss
         stats = self._geko_tracker.end_epoch()
-        self._geko_keep_threads()
         counts = stats.counts
         if str(getattr(self.args.logging_strategy, "value", self.args.logging_strategy)) != "no":
             self.log({
@@ -531,7 +502,6 @@ class GEKOTrainerMixin:
                 raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
         if self.train_dataset is not None:
             self._geko_check_setup()
-            self._geko_threads = torch.get_num_threads()
             if resume_from_checkpoint is not None:
                 self._geko_restore(resume_from_checkpoint)
             else:
@@ -566,7 +536,6 @@ class GEKOTrainerMixin:
             seed = int(np.random.SeedSequence([int(self.args.seed), epoch]).generate_state(1, np.uint64)[0] >> 1)
             self._geko_generator.manual_seed(seed)
         n = len(kw["train_dataloader"])  # builds this epoch's plan
-        self._geko_keep_threads()
         kw["steps_in_epoch"] = n
         kw["num_update_steps_per_epoch"] = -(-n // self.args.gradient_accumulation_steps)
         if n > 0:
@@ -589,7 +558,7 @@ class GEKOTrainerMixin:
         ignore = IGNORE_INDEX
         labels = batch.get("labels")
         if labels is None:
-            labels = _lm_labels(batch, ignore)
+            labels = lm_labels(batch, ignore)
         if not isinstance(labels, torch.Tensor):
             return None
         task = self._geko_task
@@ -633,14 +602,13 @@ class GEKOTrainerMixin:
         outputs = model(**batch)
         logits = model_logits(outputs)
         if labels is None:
-            labels = _lm_labels(batch, IGNORE_INDEX) if logits.ndim == 3 else None
+            labels = lm_labels(batch, IGNORE_INDEX) if logits.ndim == 3 else None
             if labels is None:
                 raise InputError("the training batch has no 'labels' field; classification datasets must "
                                  "provide one per item ('label' or 'labels')")
         tracker = self._geko_tracker
         sig = tracker.signals(logits, labels, outputs=outputs, batch={**batch, "labels": labels})
         tracker.record(ids, sig)
-        self._geko_keep_threads()
         total = sig.loss.sum()
         if num_items_in_batch is not None and num_items_in_batch is self._geko_group_items:
             loss = total / num_items_in_batch.to(total.device).clamp(min=1)
@@ -743,7 +711,6 @@ class GEKOTrainerMixin:
             # Saved after the epoch's last batch but before its end: end it now, as the
             # uninterrupted run did right after that save.
             self._geko_tracker.end_epoch()
-            self._geko_keep_threads()
 
 
 class GEKOHFTrainer(GEKOTrainerMixin, Trainer):

@@ -32,6 +32,7 @@ __all__ = [
     "classification_signals",
     "compute_signals",
     "infer_task",
+    "lm_labels",
     "model_logits",
 ]
 
@@ -287,6 +288,17 @@ def model_logits(outputs: Any) -> torch.Tensor:
         f"the model returned a {type(outputs).__name__} without logits; GEKO needs the logits to compute "
         "per-sample losses: return a tensor, a dict / ModelOutput with 'logits' or an object with .logits"
     )
+
+
+def lm_labels(batch: Mapping[str, Any], ignore_index: int = IGNORE_INDEX) -> torch.Tensor | None:
+    """Plain language modelling without a ``labels`` field: every attended token is a target."""
+    ids = batch.get("input_ids")
+    if not isinstance(ids, torch.Tensor) or ids.ndim != 2:
+        return None
+    mask = batch.get("attention_mask")
+    if isinstance(mask, torch.Tensor) and mask.shape == ids.shape:
+        return ids.masked_fill(mask == 0, ignore_index)
+    return ids
 
 
 def infer_task(logits: torch.Tensor) -> TaskKind:

@@ -38,7 +38,7 @@ from .checkpoint import restore_state, save_checkpoint
 from .data import SAMPLE_ID, GEKODataset, PadCollator
 from .lora import apply_lora, count_parameters
 from .sampler import GEKOSampler
-from .signals import model_logits
+from .signals import lm_labels, model_logits
 from .tracker import GEKOTracker
 from .training_args import GEKOTrainingArgs
 
@@ -257,13 +257,9 @@ class GEKOTrainer:
     @staticmethod
     def _labels(batch: dict[str, Any], logits: torch.Tensor) -> torch.Tensor:
         labels = batch.get("labels")
+        if labels is None and logits.ndim == 3:
+            labels = lm_labels(batch)  # plain language modelling: every attended token is a target
         if labels is not None:
-            return labels
-        if logits.ndim == 3 and "input_ids" in batch:
-            # Plain language modelling: every real token is a target.
-            labels = batch["input_ids"]
-            if "attention_mask" in batch:
-                labels = labels.masked_fill(batch["attention_mask"] == 0, -100)
             return labels
         raise InputError("the batch has no 'labels' field; classification datasets must provide one per item")
 
