@@ -6,9 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
-pytest.importorskip("transformers")
-
 from transformers import (
     BertConfig,
     BertForSequenceClassification,

@@ -7,11 +7,10 @@ import subprocess
 import sys
 import warnings
 
+import peft
 import pytest
 import torch
-
-peft = pytest.importorskip("peft")
-transformers = pytest.importorskip("transformers")
+import transformers
 
 from geko_state.errors import ConfigError, GekoError, InputError
 from geko_state.plots import MissingDependencyError
