@@ -16,6 +16,7 @@ __all__ = [
     "GEKO_AGGRESSIVE",
     "GEKO_BALANCED",
     "GEKO_CONSERVATIVE",
+    "GEKO_DEFAULT",
     "PRESETS",
 ]
 
@@ -152,7 +153,12 @@ GEKO_AGGRESSIVE = GEKOConfig(freeze_confidence=0.90, freeze_quality=0.85, bucket
 GEKO_BALANCED = GEKOConfig(freeze_confidence=0.85, freeze_quality=0.80, bucket_weights=(3, 2, 1))
 GEKO_CONSERVATIVE = GEKOConfig(freeze_confidence=0.80, freeze_quality=0.75, bucket_weights=(2, 2, 1))
 
+# What GEKOTrainer, geko train and geko demo use when no config is given: chosen by
+# benchmarks/bench_training.py (README, "Choosing the defaults").
+GEKO_DEFAULT = GEKO_SEEDS.replace(q_value_lr=0.3)
+
 PRESETS: dict[str, GEKOConfig] = {
+    "default": GEKO_DEFAULT,
     "seeds": GEKO_SEEDS,
     "aggressive": GEKO_AGGRESSIVE,
     "balanced": GEKO_BALANCED,

@@ -92,7 +92,9 @@ class EpochPlan:
     """The global draw order of one epoch.
 
     ``ids``: int64 ``[K]``; ``segment_ends``: int64 ``[S]`` end position of each weight segment;
-    ``phases``: the curriculum phase of each segment (None without curriculum).
+    ``phases``: the curriculum phase of each segment (None without curriculum);
+    ``loss_weights``: float32 ``[N]`` loss multiplier per sample id (None: every sample weighs 1),
+    set by selection policies that re-weight what they keep (InfoBatch).
     """
 
     ids: np.ndarray
@@ -103,6 +105,7 @@ class EpochPlan:
     eligible: int = 0
     requested: int = 0
     extra: dict = field(default_factory=dict)
+    loss_weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])

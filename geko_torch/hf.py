@@ -99,6 +99,7 @@ import numpy as np
 import torch
 
 from geko_state import (
+    GEKO_DEFAULT,
     GEKOConfig,
     HistoryConfig,
     PartitionStats,
@@ -112,6 +113,7 @@ from geko_state.planning import Budget, BudgetKind, parse_budget
 from geko_state.plots import MissingDependencyError
 from geko_state.report import EfficiencyReport
 from geko_state.schema import Bucket
+from geko_state.selection import SelectionConfig, SelectionKind
 
 from .checkpoint import restore_state
 from .data import SAMPLE_ID, GEKODataset
@@ -223,7 +225,9 @@ class GEKOTrainerMixin:
     ``"classification"``), ``geko_correct_loss_below`` / ``geko_token_accuracy`` (causal-LM
     correctness rule), ``geko_compute_confidence`` / ``geko_compute_correctness``
     (``fn(outputs, batch) -> Tensor[B]``), ``geko_stop_when_mastered`` (stop after an epoch whose
-    state is mastered).
+    state is mastered; GEKO selection only), ``geko_selection`` (a
+    :class:`~geko_state.selection.SelectionConfig` or a policy name: ``"geko"``, or the baselines
+    ``"uniform"``, ``"infobatch"``, ``"random_subset"``).
     """
 
     def __init__(
@@ -240,12 +244,17 @@ class GEKOTrainerMixin:
         geko_compute_confidence: Callable[[Any, Any], torch.Tensor] | None = None,
         geko_compute_correctness: Callable[[Any, Any], torch.Tensor] | None = None,
         geko_stop_when_mastered: bool = True,
+        geko_selection: SelectionConfig | str | None = None,
         **kwargs: Any,
     ) -> None:
-        config = GEKOConfig() if geko_config is None else geko_config
+        config = GEKO_DEFAULT if geko_config is None else geko_config
         if not isinstance(config, GEKOConfig):
             raise ConfigError(f"geko_config must be a GEKOConfig, got {type(config).__name__}")
         parse_budget(geko_budget)
+        try:
+            selection = SelectionConfig.coerce(geko_selection)
+        except ConfigError as e:
+            raise ConfigError(f"geko_selection: {e}") from None
         if geko_history is not None and not isinstance(geko_history, HistoryConfig):
             raise ConfigError(f"geko_history must be a HistoryConfig, got {type(geko_history).__name__}")
         if geko_task != "auto":
@@ -270,6 +279,7 @@ class GEKOTrainerMixin:
         self._geko_confidence_fn = geko_compute_confidence
         self._geko_correctness_fn = geko_compute_correctness
         self._geko_stop_when_mastered = bool(geko_stop_when_mastered)
+        self._geko_selection = selection
         self._geko_run = Run(Path(geko_run_dir) if geko_run_dir is not None else Path(self.args.output_dir) / "geko")
         self._geko_store: StateStore | None = None
         self._geko_sampler: GEKOSampler | None = None
@@ -365,6 +375,7 @@ class GEKOTrainerMixin:
         self._geko_sampler = GEKOSampler(
             store, seed=int(self.args.seed), total_epochs=self._geko_total_epochs(store.n_samples),
             budget=self._geko_budget, replacement=self._geko_replacement, rank=0, world_size=1,
+            selection=self._geko_selection,
         )
         self._geko_tracker = GEKOTracker(
             store, sampler=self._geko_sampler, run_dir=self.geko_run_dir, history=self._geko_history,
@@ -439,7 +450,9 @@ class GEKOTrainerMixin:
             return  # stopped mid-epoch: the epoch stays open, a resumed run completes it
         stats = self._geko_end_epoch()
         state.epoch = float(self._geko_store.epoch)
-        if stats.mastered and self._geko_stop_when_mastered and self._geko_store.epoch < self._geko_sampler.total_epochs:
+        # Stopping on mastery is GEKO's; a baseline trains every epoch it was given.
+        if (stats.mastered and self._geko_stop_when_mastered and self._geko_selection.policy is SelectionKind.GEKO
+                and self._geko_store.epoch < self._geko_sampler.total_epochs):
             log.info("GEKO: the state is mastered after epoch %d; stopping training", stats.epoch)
             control.should_training_stop = True
 
@@ -609,7 +622,8 @@ class GEKOTrainerMixin:
         tracker = self._geko_tracker
         sig = tracker.signals(logits, labels, outputs=outputs, batch={**batch, "labels": labels})
         tracker.record(ids, sig)
-        total = sig.loss.sum()
+        w = self._geko_sampler.loss_weights_for(ids, sig.loss.device)  # InfoBatch: re-weighted kept samples
+        total = (sig.loss if w is None else sig.loss * w).sum()
         if num_items_in_batch is not None and num_items_in_batch is self._geko_group_items:
             loss = total / num_items_in_batch.to(total.device).clamp(min=1)
             self.loss_is_scaled_for_ga = True
@@ -647,6 +661,7 @@ class GEKOTrainerMixin:
             "global_step": int(self.state.global_step),
             "total_epochs": self._geko_sampler.total_epochs,
             "seed": self._geko_sampler.seed,
+            "selection": self._geko_selection.to_dict(),
             "config": store.config.to_dict(),
             "tracker": tracker.state_dict(),
         })
@@ -673,6 +688,12 @@ class GEKOTrainerMixin:
             raise InputError(
                 f"{ckpt}: the checkpoint's GEKO state has {n_saved} samples but train_dataset has {n}; "
                 "resume with the same train dataset"
+            )
+        saved_policy = (meta.get("selection") or {}).get("policy", SelectionKind.GEKO.value)  # older: GEKO
+        if saved_policy != self._geko_selection.policy.value:
+            raise InputError(
+                f"{ckpt}: the checkpoint was trained with geko_selection={saved_policy!r}, this trainer uses "
+                f"{self._geko_selection.policy.value!r}; resume with the same selection policy"
             )
         src = ckpt / GEKO_STATE_FILE
         if not src.is_file():

@@ -5,12 +5,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import torch
 from torch.utils.data import Sampler
 
 from geko_state import EpochPlan, StateStore
 from geko_state.curriculum import MOUNTAIN, Phase
-from geko_state.errors import InputError
+from geko_state.errors import ConfigError, InputError
 from geko_state.planning import Budget, BudgetKind, parse_budget
+from geko_state.selection import SelectionConfig, SelectionKind, plan_selection
 
 from .threads import torch_threads_kept
 
@@ -52,7 +54,8 @@ class GEKOSampler(Sampler[int]):
     epoch, budget), so every rank builds the same one and takes its own shard. ``total_epochs``
     places each epoch on the Mountain Curriculum. The position inside the epoch advances by
     :meth:`advance` (the tracker calls it for every batch it sees), not by iteration, because a
-    DataLoader's workers read ahead of what was trained.
+    DataLoader's workers read ahead of what was trained. ``selection`` chooses the policy that plans
+    the epochs (default: GEKO; see :mod:`geko_state.selection` for the baselines).
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class GEKOSampler(Sampler[int]):
         replacement: bool = True,
         rank: int | None = None,
         world_size: int | None = None,
+        selection: SelectionConfig | str | None = None,
     ) -> None:
         if not isinstance(store, StateStore):
             raise InputError(f"store must be a StateStore, got {type(store).__name__}")
@@ -72,6 +76,10 @@ class GEKOSampler(Sampler[int]):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low):
                 raise InputError(f"{name} must be an integer >= {low}, got {v!r}")
         parse_budget(budget)
+        try:
+            selection = SelectionConfig.coerce(selection)
+        except ConfigError as e:
+            raise InputError(str(e)) from None
         if (rank is None) != (world_size is None):
             raise InputError("give both rank and world_size, or neither (then torch.distributed decides)")
         if rank is None:
@@ -87,6 +95,7 @@ class GEKOSampler(Sampler[int]):
         self.replacement = bool(replacement)
         self.rank = int(rank)
         self.world_size = int(world_size)
+        self.selection = selection
         self._plan: EpochPlan | None = None
         self._offset = 0  # global plan position this rank's shard starts from (non-zero after a resume)
         self._ids: np.ndarray | None = None
@@ -105,8 +114,9 @@ class GEKOSampler(Sampler[int]):
                 self._plan = EpochPlan(empty, self.seed, self.store.epoch, empty, (None,))
             else:
                 with torch_threads_kept():
-                    self._plan = self.store.build_plan(
-                        self.seed, budget=self.budget, replacement=self.replacement, total_epochs=self.total_epochs,
+                    self._plan = plan_selection(
+                        self.store, self.selection, seed=self.seed, budget=self.budget,
+                        replacement=self.replacement, total_epochs=self.total_epochs,
                     )
             self._offset, self._consumed = 0, 0
             self._ids = None
@@ -118,6 +128,21 @@ class GEKOSampler(Sampler[int]):
     def plan(self) -> EpochPlan:
         """The whole (all ranks) plan of the current epoch."""
         return self._current()[0]
+
+    @property
+    def policy(self) -> SelectionKind:
+        return self.selection.policy
+
+    def loss_weights_for(self, ids: torch.Tensor | np.ndarray, device: torch.device | str | None = None
+                         ) -> torch.Tensor | None:
+        """The current plan's loss multipliers of ``ids`` (int ``[B]``), float32 ``[B]`` on ``device``;
+        None when the plan weighs every sample 1 (GEKO, uniform, random_subset, annealed epochs)."""
+        w = self._current()[0].loss_weights
+        if w is None:
+            return None
+        idx = ids.detach().cpu().numpy() if isinstance(ids, torch.Tensor) else np.asarray(ids)
+        out = torch.from_numpy(np.ascontiguousarray(w[idx.astype(np.int64, copy=False)]))
+        return out if device is None else out.to(device, non_blocking=True)
 
     def set_epoch(self, epoch: int) -> None:
         """For loops written for ``DistributedSampler``: the plan always follows the store's epoch,
@@ -165,9 +190,10 @@ class GEKOSampler(Sampler[int]):
         return min(1.0, (self.store.epoch + within) / self.total_epochs)
 
     def phase(self) -> Phase | None:
-        """Curriculum phase of the next draw (None without curriculum)."""
+        """Curriculum phase of the next draw (None without curriculum, and for baseline policies)."""
         plan, _ = self._current()
-        if not self.store.config.use_curriculum or self.total_epochs is None:
+        if (not self.store.config.use_curriculum or self.total_epochs is None
+                or self.selection.policy is not SelectionKind.GEKO):
             return None
         if len(plan) == 0:
             return MOUNTAIN.phase(self.progress)
@@ -188,7 +214,9 @@ class GEKOSampler(Sampler[int]):
         plan could not be rebuilt from it). Arrays are numpy; nothing needs pickle.
         """
         plan, _ = self._current()
-        return {
+        state: dict[str, Any] = {
+            "policy": self.selection.policy.value,
+            "selection": self.selection.to_dict(),
             "epoch": plan.epoch,
             "seed": self.seed,
             "global_position": self.global_position,
@@ -199,6 +227,9 @@ class GEKOSampler(Sampler[int]):
             "eligible": plan.eligible,
             "requested": plan.requested,
         }
+        if plan.loss_weights is not None:  # absent means every sample weighs 1
+            state["loss_weights"] = plan.loss_weights
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue a plan where it stopped, with this sampler's rank and (possibly other) world size."""
@@ -208,8 +239,23 @@ class GEKOSampler(Sampler[int]):
             ids = np.asarray(state["plan_ids"], dtype=np.int64)
             ends = np.asarray(state["segment_ends"], dtype=np.int64)
             phases = tuple(None if p is None else Phase(p) for p in state["phases"])
+            weights = state.get("loss_weights")
+            if weights is not None:
+                weights = np.asarray(weights)
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"sampler state is malformed ({e!r}); expected GEKOSampler.state_dict() output") from None
+        # States written before selection policies existed are GEKO plans.
+        policy = state.get("policy", SelectionKind.GEKO.value)
+        if policy != self.selection.policy.value:
+            raise InputError(
+                f"sampler state was saved by a {policy!r} selection run, this sampler uses "
+                f"{self.selection.policy.value!r}; resume with the same selection policy"
+            )
+        if weights is not None and (weights.dtype != np.float32 or weights.shape != (self.store.n_samples,)):
+            raise InputError(
+                f"sampler state holds loss weights of dtype {weights.dtype} and shape {weights.shape}; "
+                f"expected float32 [{self.store.n_samples}] (one per sample)"
+            )
         if epoch != self.store.epoch:
             raise InputError(
                 f"sampler state is for epoch {epoch} but the state store is at epoch {self.store.epoch}; "
@@ -222,5 +268,6 @@ class GEKOSampler(Sampler[int]):
         self._plan = EpochPlan(
             ids=ids, seed=self.seed, epoch=epoch, segment_ends=ends, phases=phases,
             eligible=int(state.get("eligible", 0)), requested=int(state.get("requested", 0)),
+            loss_weights=weights,
         )
         self._offset, self._consumed, self._ids = pos, 0, None

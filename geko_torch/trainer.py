@@ -26,12 +26,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from geko_state import GEKOConfig, Run, StateStore, build_report
+from geko_state import GEKO_DEFAULT, GEKOConfig, Run, StateStore, build_report
 from geko_state.curriculum import MOUNTAIN
 from geko_state.errors import ConfigError, InputError
 from geko_state.plots import MissingDependencyError
 from geko_state.report import EfficiencyReport
 from geko_state.schema import Bucket
+from geko_state.selection import SelectionKind
 
 from .checkpoint import load_checkpoint as _load_checkpoint
 from .checkpoint import restore_state, save_checkpoint
@@ -42,7 +43,10 @@ from .signals import lm_labels, model_logits
 from .tracker import GEKOTracker
 from .training_args import GEKOTrainingArgs
 
-__all__ = ["GEKOTrainer", "model_logits", "set_seed"]
+__all__ = ["DEFAULT_CONFIG", "GEKOTrainer", "model_logits", "set_seed"]
+
+# The GEKO settings used when no config is given (chosen by benchmarks/bench_training.py).
+DEFAULT_CONFIG: GEKOConfig = GEKO_DEFAULT
 
 log = logging.getLogger("geko_torch")
 
@@ -91,7 +95,7 @@ class GEKOTrainer:
         self.args = args = GEKOTrainingArgs() if args is None else args
         if not isinstance(args, GEKOTrainingArgs):
             raise ConfigError(f"args must be a GEKOTrainingArgs, got {type(args).__name__}")
-        self.config = config = GEKOConfig() if config is None else config
+        self.config = config = DEFAULT_CONFIG if config is None else config
         if not isinstance(config, GEKOConfig):
             raise ConfigError(f"config must be a GEKOConfig, got {type(config).__name__}")
         self.train_dataset = GEKODataset(train_dataset)
@@ -175,6 +179,7 @@ class GEKOTrainer:
         a = self.args
         self.sampler = GEKOSampler(
             self.store, seed=a.seed, total_epochs=a.num_epochs, budget=a.budget, replacement=a.replacement,
+            selection=a.selection,
         )
         self.tracker = GEKOTracker(
             self.store, sampler=self.sampler, run_dir=self.run.root, history=a.history,
@@ -208,11 +213,16 @@ class GEKOTrainer:
             return bnb.optim.AdamW8bit(groups, lr=self.args.learning_rate)
         return torch.optim.AdamW(groups, lr=self.args.learning_rate)
 
+    @property
+    def _curriculum_on(self) -> bool:
+        """The Mountain Curriculum is part of GEKO: baselines train with the plain schedule."""
+        return self.config.use_curriculum and self.args.selection.policy is SelectionKind.GEKO
+
     def _lr_factor(self, step: int) -> float:
         """Linear warmup, times the curriculum's LR multiplier at the current training progress."""
         w = self.args.warmup_steps
         factor = min(1.0, (step + 1) / w) if w > 0 else 1.0
-        if self.config.use_curriculum and hasattr(self, "sampler"):
+        if self._curriculum_on and hasattr(self, "sampler"):
             factor *= MOUNTAIN.spec_at(self.sampler.progress).lr_multiplier
         return factor
 
@@ -297,8 +307,8 @@ class GEKOTrainer:
             epoch = self.store.epoch
             loader = self._train_loader()
             n_batches = len(loader)
-            bar = tqdm(total=n_batches, desc=f"Epoch {epoch + 1}/{a.num_epochs}", unit="batch",
-                       disable=a.disable_progress_bar or not a.report, leave=True)
+            bar = tqdm(total=n_batches, desc=f"{a.progress_label} {epoch + 1}/{a.num_epochs}", unit="batch",
+                       disable=a.disable_progress_bar, leave=True)
             model.train()
             opt.zero_grad(set_to_none=True)
             for i, batch in enumerate(loader):
@@ -309,7 +319,11 @@ class GEKOTrainer:
                     logits = model_logits(outputs)
                     sig = self.tracker.signals(logits, self._labels(batch, logits), outputs=outputs, batch=batch)
                 # Mean over samples with a label token; no host sync (the division stays on device).
-                loss = sig.loss.sum() / sig.valid.sum().clamp(min=1)
+                # A policy that re-weights what it keeps (InfoBatch) scales each sample's share; the
+                # tracker still records the raw losses, so the state sees what the model did.
+                w = self.sampler.loss_weights_for(ids, self.device)
+                per_sample = sig.loss if w is None else sig.loss * w
+                loss = per_sample.sum() / sig.valid.sum().clamp(min=1)
                 self.tracker.record(ids, sig)
                 (self.scaler.scale(loss / accum) if self.scaler else loss / accum).backward()
                 if (i + 1) % accum == 0 or i + 1 == n_batches:
@@ -450,6 +464,13 @@ class GEKOTrainer:
                 f"{path}: checkpoint has {ckpt_state['n_samples']} samples but train_dataset has "
                 f"{self.store.n_samples}; resume with the same dataset"
             )
+        saved = ((ckpt_state.get("extra") or {}).get("args") or {}).get("selection") or {}
+        saved_policy = saved.get("policy", SelectionKind.GEKO.value)  # older checkpoints: GEKO
+        if saved_policy != self.args.selection.policy.value:
+            raise InputError(
+                f"{path}: the checkpoint was trained with selection={saved_policy!r}, this trainer uses "
+                f"{self.args.selection.policy.value!r}; resume with the same selection policy"
+            )
         self.store.close()
         if (path / "epochs.parquet").is_file() and path.resolve() != self.run.root.resolve():
             shutil.copyfile(path / "epochs.parquet", self.run.epochs_path)
@@ -526,7 +547,7 @@ class GEKOTrainer:
         return out
 
     def _render_plots(self) -> None:
-        if not self._is_main_process():
+        if not self.args.plots or not self._is_main_process():
             return
         try:
             from geko_state import render_plots
@@ -540,6 +561,9 @@ class GEKOTrainer:
             return
         a = self.args
         precision = "BF16" if a.bf16 else "FP16" if a.fp16 else "FP32"
+        budget = a.budget.value if hasattr(a.budget, "value") else a.budget
+        if a.selection.policy in (SelectionKind.UNIFORM, SelectionKind.INFOBATCH):
+            budget = f"not used ({a.selection.policy.value} plans its own epochs)"
         lines = [
             "=" * 60, "  GEKO Training", "=" * 60,
             f"  Samples           : {self.store.n_samples:,}",
@@ -553,8 +577,9 @@ class GEKOTrainer:
             f"  8-bit optimizer   : {'ON' if a.use_8bit_optimizer else 'OFF'}",
             f"  DataLoader workers: {_auto_workers(a.dataloader_num_workers)}",
             f"  Warmup steps      : {a.warmup_steps}",
-            f"  Curriculum        : {'ON' if self.config.use_curriculum else 'OFF'}",
-            f"  Budget            : {a.budget.value if hasattr(a.budget, 'value') else a.budget}",
+            f"  Selection         : {a.selection.policy.value}",
+            f"  Curriculum        : {'ON' if self._curriculum_on else 'OFF'}",
+            f"  Budget            : {budget}",
             f"  Run directory     : {self.run.root}",
             "=" * 60,
         ]

@@ -10,6 +10,7 @@ from typing import Any
 from geko_state import HistoryConfig
 from geko_state.errors import ConfigError, InputError
 from geko_state.planning import Budget, BudgetKind, parse_budget
+from geko_state.selection import SelectionConfig
 
 __all__ = ["GEKOTrainingArgs"]
 
@@ -56,6 +57,9 @@ class GEKOTrainingArgs:
     # GEKO additions
     budget: Budget = BudgetKind.TRAINABLE  # draws per epoch: "trainable", "full", a count or a fraction of N
     replacement: bool = True  # plans drawn with replacement (HARD samples can repeat within an epoch)
+    # sample-selection policy: "geko", or a baseline ("uniform", "infobatch", "random_subset");
+    # a name becomes SelectionConfig(policy=name)
+    selection: SelectionConfig | str = "geko"
     max_steps: int | None = None  # stop (with a checkpoint) after this many optimizer steps
     eval_batch_size: int | None = None  # default: batch_size
     device: str | None = None  # default: "cuda" when available, else "cpu"
@@ -65,7 +69,9 @@ class GEKOTrainingArgs:
     history: HistoryConfig = field(default_factory=HistoryConfig)
     save_total_limit: int | None = None  # keep only the newest N step checkpoints
     report: bool = True  # print the header, per-epoch lines and summary blocks
-    disable_progress_bar: bool = False
+    disable_progress_bar: bool = False  # the per-epoch bar (shown even when report=False)
+    progress_label: str = "Epoch"  # the bar's prefix, e.g. the run's name when comparing runs
+    plots: bool = True  # render the run's PNG plots when training ends (needs matplotlib)
 
     def __post_init__(self) -> None:
         if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
@@ -88,9 +94,11 @@ class GEKOTrainingArgs:
                 raise ConfigError(f"token_accuracy must be None or a share in (0, 1], got {t!r}")
         for name in ("save_at_end", "bf16", "fp16", "gradient_checkpointing", "compile_model",
                      "use_8bit_optimizer", "dataloader_persistent_workers", "replacement", "report",
-                     "disable_progress_bar"):
+                     "disable_progress_bar", "plots"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.progress_label, str):
+            raise ConfigError(f"progress_label must be a string, got {self.progress_label!r}")
         if self.bf16 and self.fp16:
             raise ConfigError("bf16 and fp16 are exclusive; choose one precision")
         if self.task not in ("auto", "causal_lm", "classification"):
@@ -103,6 +111,10 @@ class GEKOTrainingArgs:
             parse_budget(self.budget)
         except InputError as e:
             raise ConfigError(str(e)) from None
+        try:
+            object.__setattr__(self, "selection", SelectionConfig.coerce(self.selection))
+        except ConfigError as e:
+            raise ConfigError(f"selection: {e}") from None
 
     def replace(self, **changes: Any) -> GEKOTrainingArgs:
         return dataclasses.replace(self, **changes)
@@ -113,4 +125,5 @@ class GEKOTrainingArgs:
         out["output_dir"] = str(self.output_dir)
         out["budget"] = self.budget.value if isinstance(self.budget, BudgetKind) else self.budget
         out["history"] = dataclasses.asdict(self.history)
+        out["selection"] = self.selection.to_dict()
         return out

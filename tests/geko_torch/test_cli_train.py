@@ -280,6 +280,28 @@ def test_argparse_rejects_bad_values(capsys, tmp_path, gpt2_dir, data):
     assert e.value.code == 2 and "--epochs" in capsys.readouterr().err
 
 
+def test_selection_uniform_end_to_end_and_bad_selection(capsys, tmp_path, gpt2_dir, data):
+    out = tmp_path / "uniform"
+    code, stdout, stderr = _train(capsys, gpt2_dir, data["sft_jsonl"], "--prompt-field", "prompt",
+                                  "--response-field", "response", "--selection", "uniform", "--output-dir", out,
+                                  *FAST)
+    assert code == 0, stderr
+    assert "Selection         : uniform" in stdout
+    assert pl.read_parquet(out / "epochs.parquet")["samples_trained"].to_list() == [24, 24]
+    ckpt = next(out.glob("checkpoint-*"))
+    assert json.loads((ckpt / "trainer_state.json").read_text())["extra"]["args"]["selection"]["policy"] == "uniform"
+    # resuming it as another policy is refused before the run directory is touched
+    state = (out / "state.arrow").read_bytes()
+    code, _, stderr = _train(capsys, gpt2_dir, data["sft_jsonl"], "--prompt-field", "prompt", "--response-field",
+                             "response", *FAST, "--output-dir", out, "--resume", ckpt)
+    assert code == 2 and "--selection uniform but this command has --selection geko" in stderr
+    assert (out / "state.arrow").read_bytes() == state
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", str(gpt2_dir), str(data["sft_jsonl"]), "--text-field", "prompt", "--selection", "greedy"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--selection" in err and "'greedy'" in err and "infobatch" in err
+
+
 # ---------------------------------------------------------------------- text_data units
 def test_sft_items_mask_the_prompt(gpt2_dir, data):
     from transformers import AutoTokenizer

@@ -402,3 +402,50 @@ def test_mixin_composes_with_another_trainer_subclass(tmp_path):
 def test_bad_train_dataset_fails_at_construction(tmp_path):
     with pytest.raises(InputError, match="input_ids"):
         GEKOHFTrainer(model=tiny_gpt2(), args=hf_args(tmp_path), train_dataset=[{"text": "no ids"}])
+
+
+# --------------------------------------------------------------------------- selection policies
+
+
+def test_infobatch_selection_prunes_reweights_and_anneals(tmp_path):
+    items = cls_items()
+    t = GEKOHFTrainer(model=tiny_bert(), args=hf_args(tmp_path, num_train_epochs=4, learning_rate=5e-3),
+                      train_dataset=items, geko_config=FAST, geko_selection="infobatch")
+    t.train()
+    trained = read_summary(t.geko_run_dir)["samples_trained"].to_list()
+    assert trained[0] == 64 and trained[-1] == 64 and all(k < 64 for k in trained[1:3])
+    # the training loss weighs each sample by the plan's loss weight (here: a re-weighted plan)
+    store = t.geko_store
+    w = np.where(np.arange(64) % 3 == 0, 2.0, 1.0).astype(np.float32)
+    from geko_state import EpochPlan
+
+    t.geko_sampler._plan = EpochPlan(  # a known re-weighted plan for the current epoch
+        ids=np.arange(64, dtype=np.int64), seed=0, epoch=store.epoch, segment_ends=np.array([64]),
+        phases=(None,), loss_weights=w)
+    t.geko_sampler._ids = None
+    t.model.train()
+    ids = torch.arange(8)
+    batch = {"input_ids": torch.stack([items[i]["input_ids"] for i in range(8)]),
+             "labels": torch.tensor([items[i]["label"] for i in range(8)]), "sample_id": ids}
+    with torch.no_grad():
+        loss = t.compute_loss(t.model, batch)
+        logits = t.model(input_ids=batch["input_ids"]).logits
+    raw = torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="none")
+    assert float(loss) == pytest.approx(float((raw * torch.from_numpy(w[:8])).mean()), rel=1e-5)
+    t.geko_tracker.flush()
+    np.testing.assert_allclose(store.column("last_loss")[:8], raw.numpy(), rtol=1e-5)  # raw losses recorded
+
+
+def test_baselines_do_not_stop_when_mastered_and_bad_selection_is_refused(tmp_path):
+    everything_right = GEKOConfig(log_bucket_stats=False, freeze_confidence=0.0, freeze_quality=0.0,
+                                  min_q_for_freeze=0.0)
+    t = GEKOHFTrainer(model=tiny_gpt2(), args=hf_args(tmp_path, num_train_epochs=3), train_dataset=lm_items(16),
+                      data_collator=PadCollator(), geko_config=everything_right, geko_selection="uniform",
+                      geko_compute_correctness=lambda outputs, batch: torch.ones(batch["labels"].shape[0]))
+    t.train()
+    assert read_summary(t.geko_run_dir)["samples_trained"].to_list() == [16, 16, 16]
+    from geko_state.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="geko_selection"):
+        GEKOHFTrainer(model=tiny_gpt2(), args=hf_args(tmp_path), train_dataset=lm_items(16),
+                      data_collator=PadCollator(), geko_selection="greedy")

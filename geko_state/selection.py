@@ -1,0 +1,343 @@
+"""Sample-selection policies on one engine: GEKO and the baselines it is measured against.
+
+Every policy turns the state at an epoch's start into an :class:`~geko_state.planning.EpochPlan`,
+as a pure function of (state columns, seed, epoch): the same trainer, sampler, checkpoints and
+history serve all of them, so a comparison differs in the selection and nothing else.
+
+* ``geko``: the store's weighted plan (:meth:`StateStore.build_plan`), optionally with a random
+  share of FREEZE samples re-checked each epoch and full data in the last epochs.
+* ``uniform``: every unpruned sample once per epoch, in random order (plain full-data training).
+* ``random_subset``: a fixed number of distinct unpruned samples, drawn uniformly (equal compute).
+* ``infobatch``: InfoBatch (Qin et al., ICLR 2024): observed samples whose last loss is below the
+  mean are dropped with probability ``p``; the kept ones weigh ``1 / (1 - p)`` in the loss, so the
+  expected gradient is unchanged; full data in the last epochs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, InputError
+from .planning import Budget, BudgetKind, EpochPlan, parse_budget
+from .schema import Bucket
+from .store import StateStore
+
+__all__ = [
+    "SELECTION_POLICIES",
+    "PlanRequest",
+    "SelectionConfig",
+    "SelectionKind",
+    "anneal_epochs",
+    "full_permutation",
+    "infobatch_plan",
+    "is_annealed",
+    "plan_selection",
+    "random_subset_plan",
+    "recheck_ids",
+]
+
+
+class SelectionKind(str, enum.Enum):
+    """Which policy decides an epoch's samples."""
+
+    GEKO = "geko"
+    UNIFORM = "uniform"
+    INFOBATCH = "infobatch"
+    RANDOM_SUBSET = "random_subset"
+
+
+# InfoBatch's paper anneals the last 12.5% of epochs; the other policies do not anneal unless asked.
+_DEFAULT_ANNEAL: dict[SelectionKind, float] = {SelectionKind.INFOBATCH: 0.125}
+
+# Third word of every policy's SeedSequence: the streams of different policies (and of GEKO's
+# re-check and anneal draws) never coincide with each other or with build_plan's [seed, epoch].
+_RNG_TAG: dict[str, int] = {"uniform": 1, "random_subset": 2, "infobatch": 3, "geko_recheck": 4, "geko_anneal": 5}
+
+
+def _unit(name: str, value: Any, *, open_top: bool = False) -> float:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or not (0.0 <= value < 1.0 if open_top else 0.0 <= value <= 1.0):
+        raise ConfigError(f"SelectionConfig.{name} must be a number in [0, {'1)' if open_top else '1]'}, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """Which selection policy plans the epochs, and its options.
+
+    ``prune_probability``: InfoBatch's chance that a below-mean-loss sample is dropped, in [0, 1).
+    ``anneal_fraction``: share of the last epochs trained on full data, in [0, 1]; None means the
+    policy's default (0.125 for ``infobatch``, 0 otherwise). ``recheck_fraction``: GEKO only, share
+    of FREEZE samples (not pruned, under ``max_times_seen``) drawn again each epoch to catch
+    forgetting, in [0, 1].
+    """
+
+    policy: SelectionKind = SelectionKind.GEKO
+    prune_probability: float = 0.5
+    anneal_fraction: float | None = None
+    recheck_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # frozen dataclass
+        try:
+            set_("policy", SelectionKind(self.policy))
+        except ValueError:
+            raise ConfigError(
+                f"SelectionConfig.policy must be one of {[k.value for k in SelectionKind]}, got {self.policy!r}"
+            ) from None
+        set_("prune_probability", _unit("prune_probability", self.prune_probability, open_top=True))
+        if self.anneal_fraction is not None:
+            set_("anneal_fraction", _unit("anneal_fraction", self.anneal_fraction))
+        set_("recheck_fraction", _unit("recheck_fraction", self.recheck_fraction))
+        if self.recheck_fraction > 0 and self.policy is not SelectionKind.GEKO:
+            # Silently ignoring it would make a baseline look configured when it is not.
+            raise ConfigError(
+                f"SelectionConfig.recheck_fraction re-checks GEKO's FREEZE samples and needs policy='geko', "
+                f"got policy={self.policy.value!r}"
+            )
+
+    @property
+    def anneal(self) -> float:
+        """The anneal fraction in effect (the policy's default when ``anneal_fraction`` is None)."""
+        if self.anneal_fraction is not None:
+            return self.anneal_fraction
+        return _DEFAULT_ANNEAL.get(self.policy, 0.0)
+
+    def replace(self, **changes: Any) -> SelectionConfig:
+        """A validated copy with some fields changed."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"SelectionConfig has no field(s) {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the policy as its name)."""
+        d = dataclasses.asdict(self)
+        d["policy"] = self.policy.value
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SelectionConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"SelectionConfig.from_dict expects a dict, got {type(data).__name__}")
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"SelectionConfig has no field(s) {sorted(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def coerce(cls, value: SelectionConfig | SelectionKind | str | None) -> SelectionConfig:
+        """``None`` -> the default (GEKO); a policy name -> ``SelectionConfig(policy=name)``."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):  # SelectionKind is a str too
+            return cls(policy=value)
+        raise ConfigError(
+            f"selection must be a SelectionConfig or a policy name {[k.value for k in SelectionKind]}, "
+            f"got {type(value).__name__}"
+        )
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What a policy is asked to plan: the epoch, its place in the run, and the draw budget."""
+
+    seed: int
+    epoch: int
+    total_epochs: int | None = None
+    budget: BudgetKind | int | float = BudgetKind.TRAINABLE
+    replacement: bool = True
+
+
+# ---------------------------------------------------------------------- pure functions of columns
+def _rng(seed: int, epoch: int, tag: str) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, epoch, _RNG_TAG[tag]])))
+
+
+def anneal_epochs(fraction: float, total_epochs: int | None) -> int:
+    """How many final epochs train on full data: ``ceil(fraction * total_epochs)`` (0 without
+    ``total_epochs``)."""
+    if total_epochs is None or fraction <= 0:
+        return 0
+    # The tolerance keeps e.g. 0.3 * 10 = 3.0000000000000004 at 3 epochs, not 4.
+    return min(int(total_epochs), math.ceil(fraction * total_epochs - 1e-9))
+
+
+def is_annealed(epoch: int, total_epochs: int | None, fraction: float) -> bool:
+    """True when ``epoch`` is one of the last :func:`anneal_epochs` epochs of the run."""
+    k = anneal_epochs(fraction, total_epochs)
+    return k > 0 and epoch >= int(total_epochs) - k  # type: ignore[operator]
+
+
+def full_permutation(pruned: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Every unpruned id once, in random order: int64 ``[N - pruned]`` (``pruned``: ``[N]``)."""
+    return rng.permutation(np.flatnonzero(pruned == 0).astype(np.int64))
+
+
+def random_subset_plan(pruned: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``min(k, unpruned)`` distinct unpruned ids drawn uniformly, in random order: int64 ``[k]``."""
+    live = np.flatnonzero(pruned == 0).astype(np.int64)
+    k = min(int(k), int(live.shape[0]))
+    return rng.choice(live, size=k, replace=False, shuffle=True)
+
+
+def infobatch_plan(
+    last_loss: np.ndarray, pruned: np.ndarray, rng: np.random.Generator, prune_probability: float,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """InfoBatch's soft pruning of one epoch (``last_loss``, ``pruned``: ``[N]``).
+
+    Unpruned samples never observed (NaN loss) are always kept. Among the observed unpruned ones,
+    those with a loss below their mean are dropped with probability ``prune_probability``; the kept
+    ones get loss weight ``1 / (1 - prune_probability)``. Returns the kept ids in random order,
+    int64 ``[K]``, and float32 ``[N]`` loss weights by sample id (None when nothing is re-weighted).
+    """
+    n = int(pruned.shape[0])
+    live = pruned == 0
+    seen = live & np.isfinite(last_loss)
+    keep = live
+    weights = None
+    if prune_probability > 0 and seen.any():
+        # Compared in the column's float32: the threshold is the float64 mean rounded once.
+        mean = np.float32(np.mean(last_loss[seen], dtype=np.float64))
+        low = np.flatnonzero(seen & (last_loss < mean))
+        drop = rng.random(low.shape[0]) < prune_probability
+        keep = live.copy()
+        keep[low[drop]] = False
+        weights = np.ones(n, dtype=np.float32)
+        weights[low[~drop]] = np.float32(1.0 / (1.0 - prune_probability))
+    return rng.permutation(np.flatnonzero(keep).astype(np.int64)), weights
+
+
+def recheck_ids(
+    bucket: np.ndarray, pruned: np.ndarray, times_seen: np.ndarray, max_seen: int, fraction: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, int]:
+    """GEKO's re-check draw: ``fraction`` of the eligible FREEZE samples (not pruned, seen fewer
+    than ``max_seen`` times), rounded half up, distinct, in random order. Returns int64 ``[k]``
+    and the eligible FREEZE count."""
+    pool = np.flatnonzero((bucket == int(Bucket.FREEZE)) & (pruned == 0) & (times_seen < max_seen)).astype(np.int64)
+    k = math.floor(fraction * pool.shape[0] + 0.5)
+    return rng.choice(pool, size=min(k, int(pool.shape[0])), replace=False, shuffle=True), int(pool.shape[0])
+
+
+def _flat_plan(ids: np.ndarray, req: PlanRequest, eligible: int, policy: SelectionKind,
+               weights: np.ndarray | None = None, **extra: Any) -> EpochPlan:
+    """A baseline's plan: one segment, no curriculum phase."""
+    ids = ids.astype(np.int64, copy=False)
+    return EpochPlan(
+        ids=ids, seed=req.seed, epoch=req.epoch, segment_ends=np.array([ids.shape[0]], dtype=np.int64),
+        phases=(None,), eligible=int(eligible), requested=int(ids.shape[0]),
+        extra={"policy": policy.value, **extra}, loss_weights=weights,
+    )
+
+
+def _unpruned(store: StateStore) -> int:
+    return int(store.n_samples - np.count_nonzero(store.column("pruned")))
+
+
+# ---------------------------------------------------------------------- the policies
+def _geko(store: StateStore, sel: SelectionConfig, req: PlanRequest) -> EpochPlan:
+    if is_annealed(req.epoch, req.total_epochs, sel.anneal):
+        ids = full_permutation(store.column("pruned"), _rng(req.seed, req.epoch, "geko_anneal"))
+        return _flat_plan(ids, req, ids.shape[0], sel.policy, annealed=True)
+    plan = store.build_plan(req.seed, epoch=req.epoch, budget=req.budget, replacement=req.replacement,
+                            total_epochs=req.total_epochs)
+    if sel.recheck_fraction <= 0:
+        return plan  # bit-identical to the engine's plan
+    extra_ids, pool = recheck_ids(
+        store.column("bucket"), store.column("pruned"), store.column("times_seen"),
+        store.config.max_times_seen, sel.recheck_fraction, _rng(req.seed, req.epoch, "geko_recheck"),
+    )
+    k = int(extra_ids.shape[0])
+    ends = plan.segment_ends.copy()
+    if ends.shape[0]:
+        ends[-1] += k
+    return dataclasses.replace(
+        plan, ids=np.concatenate([plan.ids, extra_ids]), segment_ends=ends, requested=plan.requested + k,
+        extra={**plan.extra, "recheck": k, "recheck_pool": pool},
+    )
+
+
+def _uniform(store: StateStore, sel: SelectionConfig, req: PlanRequest) -> EpochPlan:
+    # The budget does not apply: uniform is plain full-data training (random_subset sizes it).
+    ids = full_permutation(store.column("pruned"), _rng(req.seed, req.epoch, "uniform"))
+    return _flat_plan(ids, req, ids.shape[0], sel.policy)
+
+
+def _random_subset(store: StateStore, sel: SelectionConfig, req: PlanRequest) -> EpochPlan:
+    pruned = store.column("pruned")
+    live = _unpruned(store)
+    b = req.budget
+    if isinstance(b, BudgetKind):
+        k = live
+    elif isinstance(b, int):
+        k = b
+    else:
+        k = math.floor(b * store.n_samples + 0.5)
+    ids = random_subset_plan(pruned, k, _rng(req.seed, req.epoch, "random_subset"))
+    return _flat_plan(ids, req, live, sel.policy)
+
+
+def _infobatch(store: StateStore, sel: SelectionConfig, req: PlanRequest) -> EpochPlan:
+    pruned = store.column("pruned")
+    rng = _rng(req.seed, req.epoch, "infobatch")
+    if is_annealed(req.epoch, req.total_epochs, sel.anneal):
+        ids = full_permutation(pruned, rng)
+        return _flat_plan(ids, req, ids.shape[0], sel.policy, annealed=True)
+    ids, weights = infobatch_plan(store.column("last_loss"), pruned, rng, sel.prune_probability)
+    return _flat_plan(ids, req, _unpruned(store), sel.policy, weights)
+
+
+Policy = Callable[[StateStore, SelectionConfig, PlanRequest], EpochPlan]
+
+SELECTION_POLICIES: dict[SelectionKind, Policy] = {
+    SelectionKind.GEKO: _geko,
+    SelectionKind.UNIFORM: _uniform,
+    SelectionKind.RANDOM_SUBSET: _random_subset,
+    SelectionKind.INFOBATCH: _infobatch,
+}
+
+
+def plan_selection(
+    store: StateStore,
+    selection: SelectionConfig | SelectionKind | str | None = None,
+    *,
+    seed: int,
+    epoch: int | None = None,
+    total_epochs: int | None = None,
+    budget: Budget = BudgetKind.TRAINABLE,
+    replacement: bool = True,
+) -> EpochPlan:
+    """The global plan of an epoch (default: ``store.epoch``) under ``selection``.
+
+    Deterministic in (state, seed, epoch). ``budget`` and ``replacement`` shape GEKO's draws;
+    ``random_subset`` takes its size from ``budget`` (a count, a fraction of N, or all unpruned
+    samples for ``"trainable"`` / ``"full"``); ``uniform`` and ``infobatch`` ignore both.
+    ``total_epochs`` places the epoch in the run (curriculum, annealing); without it nothing anneals.
+    """
+    if not isinstance(store, StateStore):
+        raise InputError(f"store must be a StateStore, got {type(store).__name__}")
+    try:
+        sel = SelectionConfig.coerce(selection)
+    except ConfigError as e:
+        raise InputError(str(e)) from None
+    e = store.epoch if epoch is None else epoch
+    for name, v, low in (("seed", seed, 0), ("epoch", e, 0), ("total_epochs", total_epochs, 1)):
+        if name == "total_epochs" and v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise InputError(f"{name} must be an integer >= {low}, got {v!r}")
+    req = PlanRequest(
+        seed=int(seed), epoch=int(e), total_epochs=None if total_epochs is None else int(total_epochs),
+        budget=parse_budget(budget), replacement=bool(replacement),
+    )
+    return SELECTION_POLICIES[sel.policy](store, sel, req)

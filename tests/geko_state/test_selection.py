@@ -1,0 +1,308 @@
+"""Selection policies: GEKO and its baselines planned from the same state."""
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from geko_state import (
+    SELECTION_POLICIES,
+    Bucket,
+    ConfigError,
+    EpochPlan,
+    GEKOConfig,
+    InputError,
+    SelectionConfig,
+    SelectionKind,
+    StateStore,
+    plan_selection,
+)
+from geko_state.selection import anneal_epochs, infobatch_plan, is_annealed, recheck_ids
+
+F32 = np.float32
+
+
+def _mixed(n=4000, seed=0, pruned_every=0, unseen_every=0, **cfg) -> StateStore:
+    """Buckets FREEZE, LIGHT, FOCUS, HARD by id % 4, random last losses; optionally every k-th
+    sample pruned and every j-th never observed (NaN loss)."""
+    s = StateStore.create(n, config=GEKOConfig(log_bucket_stats=False, **{"use_curriculum": False, **cfg}))
+    b = np.arange(n) % 4
+    cols = s._storage.columns
+    cols["correct"][:] = b <= 1
+    cols["confidence"][:] = np.where(b == 0, F32(0.95), np.where(b == 3, F32(0.9), F32(0.3)))
+    cols["quality"][:] = F32(0.95)
+    cols["q_value"][:] = F32(0.95)
+    cols["times_seen"][:] = 1
+    cols["last_loss"][:] = np.random.default_rng(seed).exponential(1.0, n).astype(F32)
+    s.repartition()
+    if unseen_every:
+        cols["last_loss"][::unseen_every] = np.nan
+    if pruned_every:
+        cols["pruned"][1::pruned_every] = 1
+    return s
+
+
+def _live(s: StateStore) -> np.ndarray:
+    return np.flatnonzero(s.column("pruned") == 0)
+
+
+# ---------------------------------------------------------------------- geko
+@pytest.mark.parametrize("kw", [{}, {"replacement": False}, {"budget": "full"}, {"budget": 0.3},
+                                {"budget": 500, "replacement": False}])
+def test_geko_policy_is_the_store_plan_bit_for_bit(kw):
+    s = _mixed(pruned_every=9)
+    for total in (None, 5):
+        a = plan_selection(s, SelectionConfig(), seed=3, total_epochs=total, **kw)
+        b = s.build_plan(3, total_epochs=total, **kw)
+        assert a.ids.dtype == np.int64 and a.ids.tobytes() == b.ids.tobytes()
+        np.testing.assert_array_equal(a.segment_ends, b.segment_ends)
+        assert a.phases == b.phases and a.loss_weights is None
+    # with the curriculum on, the phases come through too
+    c = _mixed(use_curriculum=True)
+    a = plan_selection(c, "geko", seed=1, total_epochs=3)
+    b = c.build_plan(1, total_epochs=3)
+    assert a.ids.tobytes() == b.ids.tobytes() and a.phases == b.phases and len(a.phases) > 1
+
+
+def test_geko_recheck_appends_distinct_eligible_freeze_samples():
+    s = _mixed(n=4000, pruned_every=8, max_times_seen=3)
+    cols = s._storage.columns
+    cols["times_seen"][::12] = 3  # some FREEZE samples (id % 4 == 0) past the limit
+    base = s.build_plan(5)
+    plan = plan_selection(s, SelectionConfig(recheck_fraction=0.05), seed=5)
+    bucket, pruned, seen = s.column("bucket"), s.column("pruned"), s.column("times_seen")
+    pool = np.flatnonzero((bucket == Bucket.FREEZE) & (pruned == 0) & (seen < 3))
+    k = math.floor(0.05 * pool.size + 0.5)
+    assert k > 0 and len(plan) == len(base) + k
+    assert plan.ids[: len(base)].tobytes() == base.ids.tobytes()
+    extra = plan.ids[len(base):]
+    assert np.unique(extra).size == k and np.isin(extra, pool).all()
+    assert plan.segment_ends[-1] == len(plan) and plan.requested == base.requested + k
+    assert plan.extra["recheck"] == k
+    assert not np.array_equal(extra, np.sort(extra))  # random order, not by id
+
+
+def test_geko_anneal_trains_full_data_in_the_last_epochs():
+    s = _mixed(pruned_every=7)
+    sel = SelectionConfig(anneal_fraction=0.5)
+    for epoch in (2, 3):  # ceil(0.5 * 4) = 2 last epochs
+        plan = plan_selection(s, sel, seed=1, epoch=epoch, total_epochs=4)
+        np.testing.assert_array_equal(np.sort(plan.ids), _live(s))
+        assert plan.phases == (None,) and plan.extra["annealed"]
+    early = plan_selection(s, sel, seed=1, epoch=1, total_epochs=4)
+    assert early.ids.tobytes() == s.build_plan(1, epoch=1, total_epochs=4).ids.tobytes()
+    # no total_epochs: nothing to anneal towards
+    assert plan_selection(s, sel, seed=1, epoch=3).ids.tobytes() == s.build_plan(1, epoch=3).ids.tobytes()
+
+
+# ---------------------------------------------------------------------- uniform, random_subset
+def test_uniform_is_every_unpruned_sample_once_in_random_order():
+    s = _mixed(pruned_every=5)
+    for budget in ("trainable", "full", 10, 0.1):  # uniform is full-data training whatever the budget
+        plan = plan_selection(s, "uniform", seed=2, budget=budget)
+        assert plan.ids.dtype == np.int64
+        np.testing.assert_array_equal(np.sort(plan.ids), _live(s))
+        assert (s.column("pruned")[plan.ids] == 0).all()
+    assert not np.array_equal(plan.ids, np.sort(plan.ids))
+    assert plan.phases == (None,) and plan.segment_ends.tolist() == [len(plan)]
+    assert plan.eligible == plan.requested == len(_live(s)) and plan.loss_weights is None
+
+
+@pytest.mark.parametrize("budget, expected", [(250, 250), (0.1, 400), (10**9, None), ("trainable", None),
+                                              ("full", None), (0, 0)])
+def test_random_subset_size_follows_the_budget(budget, expected):
+    s = _mixed(n=4000, pruned_every=4)
+    live = _live(s)
+    plan = plan_selection(s, "random_subset", seed=4, budget=budget)
+    assert len(plan) == (live.size if expected is None else expected)
+    assert plan.ids.dtype == np.int64 and np.unique(plan.ids).size == len(plan)
+    assert np.isin(plan.ids, live).all()
+    assert plan.eligible == live.size and plan.requested == len(plan)
+
+
+def test_random_subset_is_uniform_over_unpruned_samples():
+    s = _mixed(n=1000)
+    counts = np.zeros(1000)
+    for epoch in range(200):
+        counts[plan_selection(s, "random_subset", seed=0, epoch=epoch, budget=0.5).ids] += 1
+    # each sample is drawn with probability 1/2: 100 of 200 epochs, sd about 7
+    assert abs(counts.mean() - 100) < 1e-9 and counts.min() > 65 and counts.max() < 135
+
+
+# ---------------------------------------------------------------------- infobatch
+def test_infobatch_drops_below_mean_samples_with_probability_p_and_reweights_the_rest():
+    n = 20_000
+    s = _mixed(n=n, pruned_every=10, unseen_every=7)
+    p = 0.5
+    plan = plan_selection(s, "infobatch", seed=11, epoch=2, total_epochs=8)
+    loss, pruned = s.column("last_loss"), s.column("pruned")
+    live = pruned == 0
+    unseen = live & np.isnan(loss)
+    seen = live & ~np.isnan(loss)
+    low = seen & (loss < F32(loss[seen].astype(np.float64).mean()))
+    kept = np.zeros(n, bool)
+    kept[plan.ids] = True
+    assert np.unique(plan.ids).size == len(plan) and not kept[~live].any()
+    assert kept[unseen].all() and kept[seen & ~low].all()  # unseen and high-loss samples always kept
+    n_low, dropped = int(low.sum()), int((low & ~kept).sum())
+    sd = math.sqrt(n_low * p * (1 - p))
+    assert n_low > 5000 and abs(dropped - p * n_low) < 4 * sd
+    w = plan.loss_weights
+    assert w.dtype == np.float32 and w.shape == (n,)
+    assert (w[low & kept] == 2.0).all() and (w[kept & ~low] == 1.0).all()
+    assert plan.phases == (None,) and plan.eligible == live.sum() and plan.requested == len(plan)
+
+
+def test_infobatch_anneals_to_full_data_in_the_last_epoch():
+    s = _mixed(pruned_every=6)
+    last = plan_selection(s, "infobatch", seed=0, epoch=7, total_epochs=8)  # ceil(0.125 * 8) = 1
+    np.testing.assert_array_equal(np.sort(last.ids), _live(s))
+    assert last.loss_weights is None
+    before = plan_selection(s, "infobatch", seed=0, epoch=6, total_epochs=8)
+    assert len(before) < len(_live(s)) and before.loss_weights is not None
+    short = plan_selection(s, "infobatch", seed=0, epoch=2, total_epochs=3)  # ceil(0.375) = 1: still the last
+    assert short.loss_weights is None and len(short) == len(_live(s))
+    # no total_epochs: never annealed; anneal_fraction=0: never annealed either
+    assert plan_selection(s, "infobatch", seed=0, epoch=7).loss_weights is not None
+    off = SelectionConfig(policy="infobatch", anneal_fraction=0.0)
+    assert plan_selection(s, off, seed=0, epoch=7, total_epochs=8).loss_weights is not None
+
+
+def test_infobatch_pure_function_edge_cases():
+    rng = np.random.default_rng(0)
+    pruned = np.zeros(6, np.uint8)
+    nan = np.full(6, np.nan, F32)
+    ids, w = infobatch_plan(nan, pruned, rng, 0.5)  # nothing observed yet: everything kept
+    assert sorted(ids.tolist()) == list(range(6)) and w is None
+    loss = np.array([0.1, 0.2, 5.0, 6.0, np.nan, 0.0], F32)
+    ids, w = infobatch_plan(loss, pruned, rng, 0.0)  # p = 0: plain full data
+    assert sorted(ids.tolist()) == list(range(6)) and w is None
+    ids, w = infobatch_plan(loss, np.array([0, 0, 0, 1, 0, 0], np.uint8), rng, 0.75)
+    assert 3 not in ids and {2, 4} <= set(ids.tolist())
+    assert all(w[i] == 4.0 for i in ids if i in (0, 1, 5)) and w[2] == w[4] == 1.0
+
+
+# ---------------------------------------------------------------------- determinism, registry, config
+@pytest.mark.parametrize("sel", [SelectionConfig(), SelectionConfig(recheck_fraction=0.1), "uniform",
+                                 "random_subset", "infobatch", SelectionConfig(anneal_fraction=1.0)])
+def test_plans_are_pure_functions_of_state_seed_and_epoch(sel):
+    s = _mixed(pruned_every=9)
+    kw = {"budget": 0.5, "total_epochs": 10}
+    a = plan_selection(s, sel, seed=1, epoch=3, **kw)
+    b = plan_selection(s, sel, seed=1, epoch=3, **kw)
+    assert a.ids.tobytes() == b.ids.tobytes()
+    assert (a.loss_weights is None) == (b.loss_weights is None)
+    if a.loss_weights is not None:
+        assert a.loss_weights.tobytes() == b.loss_weights.tobytes()
+    assert not np.array_equal(a.ids, plan_selection(s, sel, seed=1, epoch=4, **kw).ids)
+    assert not np.array_equal(a.ids, plan_selection(s, sel, seed=2, epoch=3, **kw).ids)
+
+
+def test_registry_covers_every_policy_and_the_default_epoch_is_the_stores():
+    assert set(SELECTION_POLICIES) == set(SelectionKind)
+    s = _mixed()
+    s.repartition()
+    for kind in SelectionKind:
+        plan = plan_selection(s, kind, seed=0)
+        assert isinstance(plan, EpochPlan) and plan.epoch == s.epoch == 2
+    assert EpochPlan(np.zeros(0, np.int64), 0, 0, np.zeros(1, np.int64), (None,)).loss_weights is None
+
+
+def test_selection_config_values_and_round_trip():
+    assert SelectionConfig().policy is SelectionKind.GEKO and SelectionConfig().anneal == 0.0
+    assert SelectionConfig(policy="infobatch").anneal == 0.125
+    assert SelectionConfig(policy="infobatch", anneal_fraction=0.25).anneal == 0.25
+    assert SelectionConfig(policy="uniform", anneal_fraction=0.5).anneal == 0.5
+    cfg = SelectionConfig(policy="geko", recheck_fraction=0.02, anneal_fraction=0.1)
+    d = json.loads(json.dumps(cfg.to_dict()))
+    assert d["policy"] == "geko" and SelectionConfig.from_dict(d) == cfg
+    assert SelectionConfig.from_dict({"policy": "infobatch"}).to_dict()["anneal_fraction"] is None
+    assert cfg.replace(recheck_fraction=0.0).recheck_fraction == 0.0
+
+
+@pytest.mark.parametrize("kw, needle", [
+    ({"policy": "random"}, "policy must be one of ['geko', 'uniform', 'infobatch', 'random_subset']"),
+    ({"policy": 3}, "policy"),
+    ({"prune_probability": 1.0}, "prune_probability"), ({"prune_probability": -0.1}, "prune_probability"),
+    ({"prune_probability": True}, "prune_probability"), ({"anneal_fraction": 1.5}, "anneal_fraction"),
+    ({"anneal_fraction": float("nan")}, "anneal_fraction"), ({"recheck_fraction": -0.01}, "recheck_fraction"),
+    ({"recheck_fraction": "0.1"}, "recheck_fraction"),
+    ({"policy": "uniform", "recheck_fraction": 0.1}, "recheck_fraction"),
+])
+def test_selection_config_is_validated(kw, needle):
+    with pytest.raises(ConfigError) as e:
+        SelectionConfig(**kw)
+    assert needle in str(e.value)
+
+
+def test_from_dict_and_replace_refuse_unknown_fields():
+    with pytest.raises(ConfigError, match="no field"):
+        SelectionConfig.from_dict({"policy": "geko", "p": 1})
+    with pytest.raises(ConfigError, match="no field"):
+        SelectionConfig().replace(kind="uniform")
+
+
+def test_plan_selection_refuses_bad_arguments():
+    s = _mixed(n=100)
+    for kw, needle in (({"seed": -1}, "seed"), ({"seed": 0, "epoch": -2}, "epoch"),
+                       ({"seed": 0, "total_epochs": 0}, "total_epochs"), ({"seed": 0, "budget": "lots"}, "budget")):
+        with pytest.raises(InputError, match=needle):
+            plan_selection(s, "uniform", **kw)
+    with pytest.raises(InputError, match="StateStore"):
+        plan_selection("store", "uniform", seed=0)
+    with pytest.raises(InputError, match="policy"):
+        plan_selection(s, "bogus", seed=0)
+    with pytest.raises(InputError, match="SelectionConfig"):
+        plan_selection(s, 3, seed=0)
+
+
+def test_anneal_epoch_count():
+    assert anneal_epochs(0.125, 8) == 1 and anneal_epochs(0.125, 3) == 1 and anneal_epochs(0.125, 9) == 2
+    assert anneal_epochs(0.3, 10) == 3 and anneal_epochs(1.0, 4) == 4 and anneal_epochs(0.0, 4) == 0
+    assert anneal_epochs(0.5, None) == 0
+    assert [is_annealed(e, 4, 0.5) for e in range(4)] == [False, False, True, True]
+
+
+def test_recheck_with_no_freeze_sample_adds_nothing():
+    rng = np.random.default_rng(0)
+    ids, pool = recheck_ids(np.full(5, int(Bucket.HARD), np.uint8), np.zeros(5, np.uint8),
+                            np.zeros(5, np.int32), 50, 0.5, rng)
+    assert ids.size == 0 and ids.dtype == np.int64 and pool == 0
+
+
+# ---------------------------------------------------------------------- properties
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    policy=st.sampled_from(["uniform", "random_subset", "infobatch"]),
+    seed=st.integers(0, 2**32 - 1),
+    epoch=st.integers(0, 20),
+    pruned_share=st.floats(0, 1),
+    unseen_share=st.floats(0, 1),
+    p=st.floats(0, 0.99),
+    budget=st.one_of(st.integers(0, 400), st.floats(0.01, 1.0), st.sampled_from(["trainable", "full"])),
+    total=st.one_of(st.none(), st.integers(1, 25)),
+)
+def test_baseline_plans_are_valid(n, policy, seed, epoch, pruned_share, unseen_share, p, budget, total):
+    s = StateStore.create(n, config=GEKOConfig(log_bucket_stats=False))
+    rng = np.random.default_rng(seed)
+    cols = s._storage.columns
+    cols["pruned"][:] = rng.random(n) < pruned_share
+    loss = rng.exponential(1.0, n).astype(F32)
+    loss[rng.random(n) < unseen_share] = np.nan
+    cols["last_loss"][:] = loss
+    sel = SelectionConfig(policy=policy, prune_probability=p)
+    if total is not None and epoch >= total:
+        epoch = total - 1
+    plan = plan_selection(s, sel, seed=seed, epoch=epoch, total_epochs=total, budget=budget)
+    ids = plan.ids
+    assert ids.dtype == np.int64 and ids.ndim == 1
+    assert ((ids >= 0) & (ids < n)).all()
+    assert (cols["pruned"][ids] == 0).all()
+    assert np.unique(ids).size == ids.size
+    assert plan.segment_ends.tolist() == [ids.size] and plan.requested == ids.size
+    if plan.loss_weights is not None:
+        w = plan.loss_weights
+        assert w.dtype == np.float32 and w.shape == (n,) and (w >= 1).all()
