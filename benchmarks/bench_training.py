@@ -8,7 +8,8 @@ every epoch); only the sample selection differs:
 
 * ``uniform``: every sample once per epoch (full data);
 * ``geko_seeds``: GEKO with the seeds' exact settings (``GEKO_SEEDS``, draws with replacement);
-* ``geko``: GEKO with the defaults this project ships (``GEKO_DEFAULT`` + the trainer's defaults);
+* ``geko``: GEKO with the defaults this project ships (``GEKO_DEFAULT``: balanced thresholds, no
+  curriculum, Q learning rate 0.3; plans without replacement, the trainer's default);
 * ``infobatch``: InfoBatch-style (drop below-mean-loss samples with p=0.5, rescale the kept ones
   by 2, full data in the last 12.5% of epochs);
 * ``random_subset``: a uniformly random subset each epoch, sized so that its total compute equals
@@ -39,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from geko_state import PRESETS, GEKOConfig
@@ -65,6 +65,7 @@ POLICIES: dict[str, Policy] = {
     for p in (
         Policy("uniform", DEFAULT_CONFIG, {"selection": "uniform"}),
         Policy("geko_seeds", PRESETS["seeds"], {"selection": "geko", "replacement": True}),
+        # The trainer's defaults: GEKO_DEFAULT, plans without replacement.
         Policy("geko", DEFAULT_CONFIG, {"selection": "geko"}),
         Policy("infobatch", DEFAULT_CONFIG, {"selection": "infobatch"}),
         Policy("random_subset", DEFAULT_CONFIG, {"selection": "random_subset"}, match_compute_of="geko"),

@@ -10,14 +10,14 @@ from typing import Any
 from .errors import ConfigError
 
 __all__ = [
-    "NanPolicy",
-    "GEKOConfig",
-    "GEKO_SEEDS",
     "GEKO_AGGRESSIVE",
     "GEKO_BALANCED",
     "GEKO_CONSERVATIVE",
     "GEKO_DEFAULT",
+    "GEKO_SEEDS",
     "PRESETS",
+    "GEKOConfig",
+    "NanPolicy",
 ]
 
 
@@ -66,7 +66,7 @@ class GEKOConfig:
     mastered_fraction: float = 0.95
 
     def __post_init__(self) -> None:
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
+        set_ = lambda k, v: object.__setattr__(self, k, v)
         for name in ("freeze_confidence", "freeze_quality", "focus_confidence", "min_q_for_freeze"):
             set_(name, _check_unit(name, getattr(self, name)))
         if self.mastered_fraction == 0:
@@ -119,7 +119,7 @@ class GEKOConfig:
                 f"got {self.nan_policy!r}"
             ) from None
 
-    def replace(self, **changes: Any) -> "GEKOConfig":
+    def replace(self, **changes: Any) -> GEKOConfig:
         """A validated copy with some fields changed."""
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
@@ -134,7 +134,7 @@ class GEKOConfig:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GEKOConfig":
+    def from_dict(cls, data: dict[str, Any]) -> GEKOConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
         if not isinstance(data, dict):
             raise ConfigError(f"GEKOConfig.from_dict expects a dict, got {type(data).__name__}")
@@ -153,9 +153,12 @@ GEKO_AGGRESSIVE = GEKOConfig(freeze_confidence=0.90, freeze_quality=0.85, bucket
 GEKO_BALANCED = GEKOConfig(freeze_confidence=0.85, freeze_quality=0.80, bucket_weights=(3, 2, 1))
 GEKO_CONSERVATIVE = GEKOConfig(freeze_confidence=0.80, freeze_quality=0.75, bucket_weights=(2, 2, 1))
 
-# What GEKOTrainer, geko train and geko demo use when no config is given: chosen by
-# benchmarks/bench_training.py (README, "Choosing the defaults").
-GEKO_DEFAULT = GEKO_SEEDS.replace(q_value_lr=0.3)
+# What GEKOTrainer, GEKOHFTrainer, geko train and geko demo use when no config is given, with plans
+# drawn without replacement: chosen by benchmarks/bench_training.py (README, "Choosing the
+# defaults"). The curriculum is off because its PEAK phase (LIGHT weight 0) trains only on wrong
+# samples, which collapsed the classifiers' eval accuracy mid-run; Q at 0.3 lets a sample freeze
+# after ~3 good observations instead of ~9.
+GEKO_DEFAULT = GEKO_BALANCED.replace(use_curriculum=False, q_value_lr=0.3)
 
 PRESETS: dict[str, GEKOConfig] = {
     "default": GEKO_DEFAULT,

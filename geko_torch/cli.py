@@ -364,6 +364,10 @@ def _train():
                        help="sample-selection policy: geko, or a baseline on the same engine: uniform (every "
                             "sample each epoch), infobatch (InfoBatch soft pruning of low-loss samples), "
                             "random_subset (a random --budget sized subset each epoch) (default geko)")
+        g.add_argument("--with-replacement", action="store_true",
+                       help="draw plans with replacement, so HARD samples can repeat within an epoch (the "
+                            "seeds' behaviour; use with --preset seeds to reproduce the seeds exactly). "
+                            "(default: without, every drawn sample at most once per epoch)")
         g.add_argument("--prune-after", type=_int_at_least(0), default=0, metavar="N",
                        help="prune samples frozen N epochs in a row (default 0: never)")
 
@@ -493,6 +497,7 @@ def _run_train(args: argparse.Namespace) -> int:
         seed=args.seed, bf16=args.precision == "bf16", fp16=args.precision == "fp16",
         gradient_checkpointing=args.gradient_checkpointing, compile_model=args.compile,
         dataloader_num_workers=args.workers, budget=budget, selection=args.selection, max_steps=args.max_steps,
+        replacement=args.with_replacement,
         save_steps=args.save_steps, task="classification" if task == "classification" else "causal_lm",
         disable_progress_bar=args.no_progress,
     )
@@ -585,8 +590,8 @@ def _demo():
         from .tasks import TASKS
 
         p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default runs/demo)")
-        p.add_argument("--task", choices=sorted(TASKS), default="rules",
-                       help="built-in task (default rules: tiny GPT-2 SFT); "
+        p.add_argument("--task", choices=sorted(TASKS), default="topics",
+                       help="built-in task (default topics: tiny BERT classification); "
                             + "; ".join(f"{k}: {v.description}" for k, v in TASKS.items()))
         p.add_argument("--epochs", type=_int_at_least(1), default=None, metavar="N",
                        help="fine-tuning epochs (default: the task's, 8)")

@@ -23,7 +23,7 @@ from geko_state.io import atomic_path
 
 from .tasks import TASKS, SampleKind, TaskData, build_task
 
-__all__ = ["DemoResult", "run_demo", "COMPARISON_FILE", "KINDS_FILE"]
+__all__ = ["COMPARISON_FILE", "KINDS_FILE", "DemoResult", "run_demo"]
 
 COMPARISON_FILE = "comparison.json"
 KINDS_FILE = "sample_kinds.parquet"
@@ -93,7 +93,7 @@ def _plot(summary: dict[str, Any], data: TaskData, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=110)
 
 
-def run_demo(out: str | Path = "runs/demo", *, task: str = "rules", seed: int = 0, epochs: int | None = None,
+def run_demo(out: str | Path = "runs/demo", *, task: str = "topics", seed: int = 0, epochs: int | None = None,
              samples: int | None = None, progress: bool = True, say=print,
              sizes: dict[str, int] | None = None) -> DemoResult:
     """Run the demo into ``out`` (``geko/`` and ``uniform/`` run directories, ``comparison.json``,

@@ -236,7 +236,7 @@ class GEKOTrainerMixin:
         geko_config: GEKOConfig | None = None,
         geko_run_dir: str | os.PathLike | None = None,
         geko_budget: Budget = BudgetKind.TRAINABLE,
-        geko_replacement: bool = True,
+        geko_replacement: bool = False,
         geko_history: HistoryConfig | None = None,
         geko_task: TaskKind | str = "auto",
         geko_correct_loss_below: float = 0.5,

@@ -21,7 +21,7 @@ from geko_state.errors import InputError
 
 from .data import PadCollator
 
-__all__ = ["SampleKind", "Metric", "TaskData", "TaskSpec", "TASKS", "build_task", "pretrain"]
+__all__ = ["TASKS", "Metric", "SampleKind", "TaskData", "TaskSpec", "build_task", "pretrain"]
 
 
 class SampleKind(enum.IntEnum):

@@ -56,7 +56,9 @@ class GEKOTrainingArgs:
     dataloader_prefetch_factor: int = 2
     # GEKO additions
     budget: Budget = BudgetKind.TRAINABLE  # draws per epoch: "trainable", "full", a count or a fraction of N
-    replacement: bool = True  # plans drawn with replacement (HARD samples can repeat within an epoch)
+    # plans drawn with replacement (HARD samples can repeat within an epoch; the seeds' behaviour), or
+    # without (every drawn sample at most once per epoch: the measured default, see the README)
+    replacement: bool = False
     # sample-selection policy: "geko", or a baseline ("uniform", "infobatch", "random_subset");
     # a name becomes SelectionConfig(policy=name)
     selection: SelectionConfig | str = "geko"

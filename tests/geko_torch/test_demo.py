@@ -33,7 +33,7 @@ def test_demo_command_prints_what_the_run_directories_hold(tmp_path, capsys):
 
     # per-epoch table rows: trained and buckets from GEKO's history, trained from uniform's
     rows = re.findall(r"^\s+(\d+) \|\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+([\d,]+)\s+\S+%?\s+\|\s+([\d,]+)",
-                      text, flags=re.M)
+                      text, flags=re.MULTILINE)
     assert len(rows) == 3
     for r, e, u in zip(rows, geko.epochs.iter_rows(named=True), uniform.epochs["samples_trained"]):
         assert [_int(x) for x in r[1:6]] == [e["samples_trained"], e["freeze_count"], e["light_count"],

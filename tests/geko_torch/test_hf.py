@@ -222,7 +222,7 @@ def bert_run(tmp_path_factory):
     rec = PlanRecorder()
     trainer = GEKOHFTrainer(
         model=tiny_bert(dropout=0.1), args=hf_args(out, num_train_epochs=6, learning_rate=5e-3),
-        train_dataset=cls_items(), callbacks=[rec], geko_config=FAST,
+        train_dataset=cls_items(), callbacks=[rec], geko_config=FAST, geko_replacement=True,
     )
     rec.trainer = trainer
     trainer.train()
@@ -271,7 +271,7 @@ def test_stop_and_resume_is_exact(bert_run, tmp_path, where):
         stop = StopAtEpochEnd(k)
         args = hf_args(tmp_path, num_train_epochs=6, learning_rate=5e-3, save_strategy="epoch")
     stopped = GEKOHFTrainer(model=tiny_bert(dropout=0.1), args=args, train_dataset=cls_items(),
-                            callbacks=[stop or StopAt(k)], geko_config=FAST)
+                            callbacks=[stop or StopAt(k)], geko_config=FAST, geko_replacement=True)
     assert stopped.train().global_step == k
     ckpt = tmp_path / f"checkpoint-{k}"
     assert (ckpt / GEKO_STATE_FILE).is_file() and (ckpt / GEKO_META_FILE).is_file()
@@ -279,7 +279,7 @@ def test_stop_and_resume_is_exact(bert_run, tmp_path, where):
 
     # another initialisation: the weights must come from the checkpoint
     resumed = GEKOHFTrainer(model=tiny_bert(seed=5, dropout=0.1), args=args, train_dataset=cls_items(),
-                            geko_config=FAST)
+                            geko_config=FAST, geko_replacement=True)
     resumed.train(resume_from_checkpoint=True)
 
     assert resumed.state.global_step == full.state.global_step
