@@ -44,7 +44,7 @@ import torch
 
 from geko_state import PRESETS, GEKOConfig
 from geko_state.selection import SelectionConfig
-from geko_torch import GEKOTrainer, GEKOTrainingArgs
+from geko_torch import GEKOTrainer
 from geko_torch.tasks import TASKS, Metric, TaskData, build_task
 from geko_torch.trainer import DEFAULT_CONFIG
 
@@ -96,7 +96,7 @@ def parse_variant(text: str) -> Policy:
                 except ValueError:
                     pass
         if key == "preset":
-            cfg = PRESETS[str(value)] if value != "default" else DEFAULT_CONFIG
+            cfg = PRESETS[str(value)]
         elif key == "curriculum":
             changes["use_curriculum"] = bool(value)
         elif key == "weights":
@@ -118,12 +118,7 @@ def run_policy(data: TaskData, policy: Policy, seed: int, out: Path, budget: Any
     overrides = dict(policy.args)
     if budget is not None:
         overrides["budget"] = budget
-    args = GEKOTrainingArgs(
-        output_dir=str(out), num_epochs=data.epochs, batch_size=data.batch_size,
-        learning_rate=data.learning_rate, warmup_steps=50, seed=seed, task=data.task,
-        logging_steps=10**9, save_steps=10**9, eval_steps=10**9, save_at_end=False, report=False,
-        disable_progress_bar=True, dataloader_num_workers=0, plots=False, **overrides,
-    )
+    args = data.training_args(out, seed=seed, disable_progress_bar=True, plots=False, **overrides)
     trainer = GEKOTrainer(model, data.train, eval_dataset=data.eval, config=policy.config, args=args)
     t0 = time.perf_counter()
     metrics = trainer.train()

@@ -40,6 +40,16 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+def known_fields(cls: type, data: Any) -> dict[str, Any]:
+    """A copy of ``data`` for ``cls.from_dict``: ConfigError unless it is a dict of ``cls``'s fields."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
+    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+    return dict(data)
+
+
 @dataclass(frozen=True)
 class GEKOConfig:
     """Thresholds and rates of the GEKO algorithm (DESIGN section 2).

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import known_fields
 from .errors import ConfigError, InputError
 from .planning import Budget, BudgetKind, EpochPlan, parse_budget
 from .schema import Bucket
@@ -125,12 +126,7 @@ class SelectionConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SelectionConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"SelectionConfig.from_dict expects a dict, got {type(data).__name__}")
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ConfigError(f"SelectionConfig has no field(s) {sorted(unknown)}")
-        return cls(**data)
+        return cls(**known_fields(cls, data))
 
     @classmethod
     def coerce(cls, value: SelectionConfig | SelectionKind | str | None) -> SelectionConfig:

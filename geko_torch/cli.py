@@ -596,7 +596,7 @@ def _demo():
         p.add_argument("--epochs", type=_int_at_least(1), default=None, metavar="N",
                        help="fine-tuning epochs (default: the task's, 8)")
         p.add_argument("--samples", type=_int_at_least(50), default=None, metavar="N",
-                       help="fine-tuning samples (default: the task's, 3,000)")
+                       help="fine-tuning samples (default: the task's: 3,000 for topics and rules, 4,000 for clusters)")
         p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of data, models and plans (default 0)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

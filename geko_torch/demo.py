@@ -43,14 +43,9 @@ class DemoResult:
 
 def _train(data: TaskData, policy: str, out: Path, *, seed: int, epochs: int, progress: bool) -> dict[str, Any]:
     from .trainer import GEKOTrainer
-    from .training_args import GEKOTrainingArgs
 
-    args = GEKOTrainingArgs(
-        output_dir=str(out), num_epochs=epochs, batch_size=data.batch_size, learning_rate=data.learning_rate,
-        warmup_steps=50, seed=seed, task=data.task, selection=policy, logging_steps=10**9, save_steps=10**9,
-        eval_steps=10**9, save_at_end=True, save_total_limit=1, report=False, disable_progress_bar=not progress,
-        progress_label=f"{policy:7s}", dataloader_num_workers=0,
-    )
+    args = data.training_args(out, seed=seed, num_epochs=epochs, selection=policy, save_at_end=True,
+                              save_total_limit=1, disable_progress_bar=not progress, progress_label=f"{policy:7s}")
     model = copy.deepcopy(data.model)
     trainer = GEKOTrainer(model, data.train, eval_dataset=data.eval, args=args)
     t0 = time.perf_counter()

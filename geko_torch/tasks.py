@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +22,7 @@ import torch
 from geko_state.errors import InputError
 
 from .data import PadCollator
+from .training_args import GEKOTrainingArgs
 
 __all__ = ["TASKS", "Metric", "SampleKind", "TaskData", "TaskSpec", "build_task", "pretrain"]
 
@@ -75,6 +78,19 @@ class TaskData:
     epochs: int
     base_seconds: float = 0.0
 
+    def training_args(self, output_dir: str | os.PathLike, *, seed: int, **overrides: Any) -> GEKOTrainingArgs:
+        """The settings every comparison run of this task shares (demo and benchmark alike): the
+        task's batch size, LR and epochs, 50 warmup steps, eval after every epoch only, quiet.
+        ``overrides``: any other :class:`GEKOTrainingArgs` field (``selection``, ``num_epochs``, ...)."""
+        settings: dict[str, Any] = {
+            "output_dir": str(output_dir), "num_epochs": self.epochs, "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate, "warmup_steps": 50, "seed": seed, "task": self.task,
+            "logging_steps": 10**9, "save_steps": 10**9, "eval_steps": 10**9, "save_at_end": False,
+            "report": False, "dataloader_num_workers": 0,
+        }
+        settings.update(overrides)
+        return GEKOTrainingArgs(**settings)
+
 
 @dataclass(frozen=True)
 class TaskSpec:
@@ -121,6 +137,20 @@ def _kinds(n: int, hard: float, mislabeled: float, rng: np.random.Generator) -> 
     return kinds
 
 
+def _splits(sample: Callable[[int], dict], n: int, n_eval: int, hard: float, mislabeled: float,
+            rng: np.random.Generator) -> tuple[list[dict], list[dict], np.ndarray]:
+    """Training items (with mislabeled ones) and a clean eval set with the same easy/hard mix."""
+    kinds = _kinds(n, hard, mislabeled, rng)
+    train = [sample(int(k)) for k in kinds]
+    eval_ = [sample(int(k)) for k in _kinds(n_eval, hard / (1 - mislabeled), 0.0, rng)]
+    return train, eval_, kinds
+
+
+def _wrong_label(y: int, classes: int, rng: np.random.Generator) -> int:
+    """A class other than ``y``, uniformly."""
+    return int((y + 1 + rng.integers(0, classes - 1)) % classes)
+
+
 # ---------------------------------------------------------------------- topics (classification)
 _T_VOCAB, _T_LEN, _T_TOPICS, _T_CLASSES, _T_KEYS = 256, 24, 8, 4, 20
 
@@ -156,13 +186,10 @@ def _topics(seed: int, n: int = 3000, n_eval: int = 1000, hard: float = 0.25, mi
             return _topic_item(rng, topic, 2, 1, other, y)
         item = _topic_item(rng, topic, 5, 0, other, y)
         if kind == SampleKind.MISLABELED:
-            item["labels"] = torch.tensor(int((y + 1 + rng.integers(0, _T_CLASSES - 1)) % _T_CLASSES))
+            item["labels"] = torch.tensor(_wrong_label(y, _T_CLASSES, rng))
         return item
 
-    kinds = _kinds(n, hard, mislabeled, rng)
-    train = [sample(int(k)) for k in kinds]
-    eval_kinds = _kinds(n_eval, hard / (1 - mislabeled), 0.0, rng)
-    eval_ = [sample(int(k)) for k in eval_kinds]
+    train, eval_, kinds = _splits(sample, n, n_eval, hard, mislabeled, rng)
 
     base = []
     for _ in range(2000):
@@ -220,10 +247,7 @@ def _rules(seed: int, n: int = 3000, n_eval: int = 600, hard: float = 0.25, misl
             return _rule_item(x, rng.integers(_R_FIRST, _R_VOCAB, k), _R_A)
         return _rule_item(x, mapped, _R_A)
 
-    kinds = _kinds(n, hard, mislabeled, rng)
-    train = [sample(int(k)) for k in kinds]
-    eval_kinds = _kinds(n_eval, hard / (1 - mislabeled), 0.0, rng)
-    eval_ = [sample(int(k)) for k in eval_kinds]
+    train, eval_, kinds = _splits(sample, n, n_eval, hard, mislabeled, rng)
 
     base = []
     for _ in range(2000):
@@ -276,16 +300,13 @@ def _clusters(seed: int, n: int = 4000, n_eval: int = 2000, hard: float = 0.3, m
         else:
             x = centres[c] + rng.normal(0, 0.5, _C_DIM) / math.sqrt(_C_DIM) * 3
             if kind == SampleKind.MISLABELED:
-                y = int((y + 1 + rng.integers(0, _C_CLASSES - 1)) % _C_CLASSES)
+                y = _wrong_label(y, _C_CLASSES, rng)
         return x.astype(np.float32), y
 
     def item(x: np.ndarray, y: int) -> dict:
         return {"input_ids": torch.from_numpy(x), "labels": torch.tensor(y)}
 
-    kinds = _kinds(n, hard, mislabeled, rng)
-    train = [item(*point(int(k))) for k in kinds]
-    eval_kinds = _kinds(n_eval, hard / (1 - mislabeled), 0.0, rng)
-    eval_ = [item(*point(int(k))) for k in eval_kinds]
+    train, eval_, kinds = _splits(lambda k: item(*point(k)), n, n_eval, hard, mislabeled, rng)
 
     base = []
     for _ in range(3000):
