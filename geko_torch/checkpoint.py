@@ -33,6 +33,7 @@ from geko_state.errors import InputError, StateFileError
 from geko_state.io import atomic_path, atomic_write_json, fsync_dir
 from geko_state.run import Run
 
+from .distributed import barrier, is_main_process
 from .sampler import GEKOSampler
 from .serialization import load_tree, save_tree
 from .tracker import GEKOTracker
@@ -103,11 +104,30 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint directory atomically. Queued tracker observations are applied first so
     the saved state holds every trained batch. ``extra``: JSON-ready values for ``trainer_state.json``.
+
+    Under torch.distributed call it on every rank: all ranks exchange what is queued, rank 0
+    alone writes (every replica is identical), and every rank returns once the checkpoint exists.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if tracker is not None:
         tracker.flush()
+    if not is_main_process():
+        barrier()  # rank 0 is writing; return when the checkpoint is complete
+        return path
+    try:
+        _write_checkpoint(path, store=store, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                          sampler=sampler, tracker=tracker, run_dir=run_dir, extra=extra)
+    finally:
+        barrier()
+    return path
+
+
+def _write_checkpoint(
+    path: Path, *, store: StateStore, model: torch.nn.Module | None, optimizer: torch.optim.Optimizer | None,
+    scheduler: Any, scaler: Any, sampler: GEKOSampler | None, tracker: GEKOTracker | None,
+    run_dir: str | os.PathLike | None, extra: dict[str, Any] | None,
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -146,7 +166,6 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return path
 
 
 def _read_trainer_state(path: Path) -> dict[str, Any]:

@@ -162,8 +162,8 @@ def format_demo(result: DemoResult) -> str:
     fmt = (lambda v: f"{100 * v:6.1f}%") if pct else (lambda v: f"{v:7.4f}")
     label = data.metric.key.replace("eval_", "eval ")
     lines = ["", f"Per epoch (GEKO buckets after the epoch; {label} after the epoch)",
-             f"{'epoch':>5} | {'GEKO trained':>12} {'FREEZE':>7} {'LIGHT':>6} {'FOCUS':>6} {'HARD':>6} "
-             f"{label:>10} | {'uniform trained':>15} {label:>10}"]
+             (f"{'epoch':>5} | {'GEKO trained':>12} {'FREEZE':>7} {'LIGHT':>6} {'FOCUS':>6} {'HARD':>6} "
+             f"{label:>10} | {'uniform trained':>15} {label:>10}")]
     for i, row in enumerate(e.iter_rows(named=True)):
         lines.append(
             f"{row['epoch']:>5} | {row['samples_trained']:>12,} {row['freeze_count']:>7,} {row['light_count']:>6,} "
@@ -187,15 +187,15 @@ def format_demo(result: DemoResult) -> str:
         f"{'samples trained':22}{g['samples_trained']:>14,}{u['samples_trained']:>14,}",
         f"{'final ' + label:22}{fmt(g['final_eval']):>14}{fmt(u['final_eval']):>14}",
         f"{'wall time':22}{g['wall_s']:>13.1f}s{u['wall_s']:>13.1f}s",
-        f"Compute actually saved by GEKO: {100 * saved:.1f}% of uniform's sample passes "
-        f"({g['samples_trained']:,} vs {u['samples_trained']:,}).",
+        (f"Compute actually saved by GEKO: {100 * saved:.1f}% of uniform's sample passes "
+        f"({g['samples_trained']:,} vs {u['samples_trained']:,})."),
         "",
         f"Run directory: {result.out}  (geko/ and uniform/ runs, {COMPARISON_FILE}, {PLOT_FILE}, {KINDS_FILE})",
         "Try:",
         f"  geko report {geko_dir}",
         f"  geko sql {geko_dir} \"SELECT epoch, samples_trained, freeze_count, hard_count, accuracy FROM epochs\"",
-        f"  geko sql {geko_dir} \"SELECT k.kind, s.bucket, count(*) AS n FROM samples s "
-        f"JOIN '{result.out / KINDS_FILE}' k USING (sample_id) GROUP BY ALL ORDER BY ALL\"",
+        (f"  geko sql {geko_dir} \"SELECT k.kind, s.bucket, count(*) AS n FROM samples s "
+        f"JOIN '{result.out / KINDS_FILE}' k USING (sample_id) GROUP BY ALL ORDER BY ALL\""),
         f"  geko export {geko_dir} --keep HARD,FOCUS,LIGHT --ids-out {result.out / 'kept_ids.parquet'}",
     ]
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from geko_state.errors import ConfigError, InputError
 from geko_state.planning import Budget, BudgetKind, parse_budget
 from geko_state.selection import SelectionConfig, SelectionKind, plan_selection
 
+from .distributed import dist_rank_world
 from .threads import torch_threads_kept
 
 __all__ = ["GEKOSampler", "shard_from"]
@@ -34,16 +35,6 @@ def shard_from(ids: np.ndarray, offset: int, rank: int, world_size: int) -> np.n
     if pad:
         rem = np.concatenate([rem, np.resize(ids, pad)])
     return np.ascontiguousarray(rem[rank::world_size])
-
-
-def _dist_rank_world() -> tuple[int, int]:
-    try:
-        import torch.distributed as dist
-    except ImportError:  # pragma: no cover - torch builds without distributed
-        return 0, 1
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class GEKOSampler(Sampler[int]):
@@ -83,7 +74,7 @@ class GEKOSampler(Sampler[int]):
         if (rank is None) != (world_size is None):
             raise InputError("give both rank and world_size, or neither (then torch.distributed decides)")
         if rank is None:
-            rank, world_size = _dist_rank_world()
+            rank, world_size = dist_rank_world()
         if isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer)) or world_size < 1:
             raise InputError(f"world_size must be an integer >= 1, got {world_size!r}")
         if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank < world_size:
@@ -173,6 +164,13 @@ class GEKOSampler(Sampler[int]):
         """Mark ``n`` more ids of this rank's shard as trained."""
         self._current()
         self._consumed = min(self._consumed + int(n), int(self._ids.shape[0]))
+
+    def padding_mask(self, n: int) -> np.ndarray:
+        """bool ``[n]``: which of this rank's next ``n`` ids only pad its shard (their global
+        position is past the end of the plan; see :func:`shard_from`)."""
+        plan, _ = self._current()
+        j = np.arange(self._consumed, self._consumed + int(n), dtype=np.int64)
+        return self._offset + j * self.world_size + self.rank >= len(plan)
 
     @property
     def global_position(self) -> int:

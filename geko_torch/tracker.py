@@ -3,6 +3,12 @@
 Observations are copied to the host asynchronously and applied to the store once the copy has
 landed (on CUDA usually one step later), so tracking never makes the training step wait for the
 GPU. They are always applied in the order the batches were seen.
+
+Under torch.distributed (more than one rank) every rank's observations go to every rank
+(:mod:`geko_torch.distributed`): exchange ``k`` is launched when its batches are recorded and
+applied when exchange ``k + 1`` is launched (or at a flush), at the same point on every rank, so
+each replica applies the same observations in the same order and an error is raised everywhere
+at once.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import torch
 from geko_state import HistoryConfig, HistoryWriter, PartitionStats, StateStore
 from geko_state.errors import InputError
 
+from .distributed import ObservationExchange, dist_rank_world
 from .sampler import GEKOSampler
 from .signals import SampleSignals, TaskKind, apply_custom, compute_signals, infer_task
 from .threads import torch_threads_kept
@@ -33,6 +40,23 @@ class _Pending:
     ids: torch.Tensor  # int64 [B] on the host (never cast through float: ids above 2^24 stay exact)
     values: torch.Tensor  # float32 [4, B] on the host: loss, confidence, correct, valid
     event: Any  # torch.cuda.Event, or None once the copy is known to be complete
+
+    def ready(self) -> bool:
+        return self.event is None or self.event.query()
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.ids.numpy(), self.values.numpy()
+
+
+@dataclass
+class _Local:
+    """One recorded batch waiting for the next exchange (distributed runs)."""
+
+    ids: torch.Tensor  # int64 [B], host
+    values: torch.Tensor  # float32 [4, B], device of the logits
+    bad: int  # position of the first id outside the store, or -1
 
 
 @dataclass
@@ -78,6 +102,8 @@ class GEKOTracker:
         compute_correctness: Callable[[Any, Any], torch.Tensor] | None = None,
         max_pending: int = 8,
         record_history: bool = True,
+        sync_every: int = 1,
+        process_group: Any = None,
     ) -> None:
         if not isinstance(store, StateStore):
             raise InputError(f"store must be a StateStore, got {type(store).__name__}")
@@ -88,8 +114,9 @@ class GEKOTracker:
         for name, fn in (("compute_confidence", compute_confidence), ("compute_correctness", compute_correctness)):
             if fn is not None and not callable(fn):
                 raise InputError(f"{name} must be a callable fn(outputs, batch) -> Tensor[B], got {type(fn).__name__}")
-        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
-            raise InputError(f"max_pending must be an integer >= 1, got {max_pending!r}")
+        for name, v in (("max_pending", max_pending), ("sync_every", sync_every)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise InputError(f"{name} must be an integer >= 1, got {v!r}")
         self.store = store
         self.sampler = sampler
         if task != "auto":
@@ -104,12 +131,27 @@ class GEKOTracker:
         self.compute_confidence = compute_confidence
         self.compute_correctness = compute_correctness
         self.max_pending = max_pending
+        # Under torch.distributed every rank holds a replica and receives every rank's observations.
+        rank, world = dist_rank_world()
+        self.exchange: ObservationExchange | None = None
+        if world > 1 or process_group is not None:
+            self.exchange = ObservationExchange(process_group)
+            rank, world = self.exchange.rank, self.exchange.world_size
+            if sampler is not None and (sampler.rank, sampler.world_size) != (rank, world):
+                raise InputError(
+                    f"the sampler has rank {sampler.rank} of {sampler.world_size} but this process is rank "
+                    f"{rank} of {world}; build the GEKOSampler without rank/world_size under torch.distributed"
+                )
+        self.rank, self.world_size = rank, world
+        self.sync_every = sync_every
+        self._local: list[_Local] = []
         # Only one process writes history (rank 0 under torch.distributed).
         self.history = (
-            HistoryWriter(run_dir, history) if run_dir is not None and record_history else None
+            HistoryWriter(run_dir, history) if run_dir is not None and record_history and rank == 0 else None
         )
         self.run_dir = run_dir
-        self._pending: deque[_Pending] = deque()
+        self._pending: deque[Any] = deque()  # _Pending, or in-flight exchanges (distributed)
+        self._last_mask: torch.Tensor | None = None  # valid and not padding, of the last recorded batch
         self.epoch_stats = TrackerStats()
         self.samples_total = 0  # sample passes over the whole run (restored on resume)
 
@@ -150,15 +192,20 @@ class GEKOTracker:
         """Queue already computed signals for the store (``loss`` does this for you)."""
         ids = _as_ids(sample_ids, int(signals.loss.shape[0]))
         n_samples = self.store.n_samples
+        values = torch.stack([
+            signals.loss.detach().float(), signals.confidence.float(),
+            signals.correct.float(), signals.valid.float(),
+        ])
+        n = int(ids.shape[0])
+        if self.exchange is not None:
+            self._record_distributed(ids, values, n_samples)
+            return
+        self._last_mask = values[3]
         # Ids come from the DataLoader on the host, so checking them costs no device sync; the
         # store checks again (device-resident ids included) before applying anything.
         if not ids.is_cuda and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= n_samples):
             bad = ids[(ids < 0) | (ids >= n_samples)][0].item()
             raise InputError(f"sample_ids holds {bad}; expected ids in [0, {n_samples}) (the dataset index)")
-        values = torch.stack([
-            signals.loss.detach().float(), signals.confidence.float(),
-            signals.correct.float(), signals.valid.float(),
-        ])
         if values.is_cuda:
             host_values = torch.empty(values.shape, dtype=torch.float32, pin_memory=True)
             host_values.copy_(values, non_blocking=True)
@@ -169,28 +216,94 @@ class GEKOTracker:
             self._pending.append(_Pending(host_ids, host_values, event))
         else:
             self._pending.append(_Pending(ids.cpu(), values.cpu(), None))
-        n = int(ids.shape[0])
-        self.epoch_stats.samples += n
-        self.samples_total += n
         if self.sampler is not None:
             self.sampler.advance(n)
         self._drain(block=len(self._pending) > self.max_pending)
 
-    def _drain(self, *, block: bool, everything: bool = False) -> None:
+    def _record_distributed(self, ids: torch.Tensor, values: torch.Tensor, n_samples: int) -> None:
+        ids = ids.cpu()
+        n = int(ids.shape[0])
+        out = (ids < 0) | (ids >= n_samples)
+        bad = int(torch.nonzero(out)[0, 0]) if bool(out.any()) else -1
+        if self.sampler is not None:
+            pad = self.sampler.padding_mask(n)
+            if pad.any():  # trained to keep the ranks in step, but not observed (counted once already)
+                values[3, torch.from_numpy(pad).to(values.device)] = 0.0
+            self.sampler.advance(n)
+        self._last_mask = values[3]
+        self._local.append(_Local(ids, values, bad))
+        if len(self._local) >= self.sync_every:
+            self._send()
+            # Apply every exchange but the newest: the same point on every rank (see module docs).
+            self._drain(keep=1)
+
+    def global_mean(self, losses: torch.Tensor) -> torch.Tensor:
+        """The loss to backpropagate for the batch just recorded: the mean of ``losses`` (float
+        ``[B]``, e.g. ``tracker.loss(...)`` times loss weights) over its samples that have a label
+        token. Under torch.distributed it is the mean over the whole global batch (every rank's
+        samples; draws that only pad a shard weigh 0), scaled so that DDP's average of the ranks'
+        gradients equals the gradient of one process training that global batch. Costs one
+        scalar all-reduce per step there (no host sync on NCCL).
+        """
+        mask = getattr(self, "_last_mask", None)
+        if mask is None or mask.shape != losses.shape:
+            raise InputError(
+                f"global_mean(losses) takes the [B] losses of the batch just recorded (tracker.loss / "
+                f"record), got shape {tuple(losses.shape)}"
+            )
+        mask = mask.to(losses.device)
+        total = torch.where(mask > 0, losses, losses.new_zeros(())).sum()  # a padded NaN must not leak in
+        count = mask.sum()
+        if self.exchange is None:
+            return total / count.clamp(min=1)
+        import torch.distributed as dist
+
+        count = count.to(self.exchange.device, torch.float32)
+        dist.all_reduce(count, group=self.exchange.group)
+        return total * self.world_size / count.to(losses.device, losses.dtype).clamp(min=1)
+
+    def _send(self) -> None:
+        if not self._local:
+            return
+        local, self._local = self._local, []
+        ids = torch.cat([x.ids for x in local])
+        values = torch.cat([x.values for x in local], dim=1)
+        bad, offset = -1, 0
+        for x in local:
+            if x.bad >= 0:
+                bad = offset + x.bad
+                break
+            offset += int(x.ids.shape[0])
+        self._pending.append(self.exchange.start(ids, values, bad))
+
+    def _drain(self, *, block: bool = False, everything: bool = False, keep: int | None = None) -> None:
+        if keep is not None:  # distributed: a fixed schedule, never "whatever has arrived"
+            while len(self._pending) > keep:
+                self._apply_exchange(self._pending.popleft())
+            return
         while self._pending:
             p = self._pending[0]
-            if p.event is not None and not p.event.query():
-                if not (block or everything):
-                    return
-                p.event.synchronize()
+            if not p.ready() and not (block or everything):
+                return
             self._pending.popleft()
-            self._apply(p)
+            ids, v = p.result()
+            self._apply(ids, v, int(ids.shape[0]))
             block = False
 
-    def _apply(self, p: _Pending) -> None:
-        v = p.values.numpy()
+    def _apply_exchange(self, inflight: Any) -> None:
+        res = inflight.result()
+        for r, pos in enumerate(res.bad.tolist()):
+            if pos >= 0:
+                raise InputError(
+                    f"sample_ids on rank {r} hold an id outside [0, {self.store.n_samples}) (the dataset index), "
+                    f"at position {pos} of its batch; nothing of this exchange was applied on any rank"
+                )
+        self._apply(res.ids, res.values, int(res.ids.shape[0]))
+
+    def _apply(self, ids: np.ndarray, v: np.ndarray, n: int) -> None:
+        self.epoch_stats.samples += n
+        self.samples_total += n
         keep = v[3] > 0
-        ids = p.ids.numpy()
         if not keep.all():
             ids, v = ids[keep], v[:, keep]
         if ids.shape[0] == 0:
@@ -205,12 +318,24 @@ class GEKOTracker:
             self.epoch_stats.loss_sum += float(np.sum(v[0][finite], dtype=np.float64))
 
     def flush(self) -> None:
-        """Apply every queued observation now (waits for outstanding device copies)."""
-        self._drain(block=True, everything=True)
+        """Apply every queued observation now (waits for outstanding device copies). Under
+        torch.distributed this exchanges what is left: call it on every rank at the same point
+        (``end_epoch`` and ``save_checkpoint`` do)."""
+        if self.exchange is not None:
+            self._send()
+            self._drain(keep=0)
+        else:
+            self._drain(block=True, everything=True)
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Recorded batches not yet applied to the store."""
+        return len(self._pending) + len(self._local)
+
+    @property
+    def is_main_process(self) -> bool:
+        """Rank 0 (or a single process): the replica that writes history and checkpoints."""
+        return self.rank == 0
 
     # ------------------------------------------------------------------ per epoch
     @property
@@ -239,7 +364,7 @@ class GEKOTracker:
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
         """Counters to checkpoint (call :meth:`flush` first so the store holds every observation)."""
-        if self._pending:
+        if self.pending:
             raise InputError("tracker.state_dict(): observations are still queued; call tracker.flush() first")
         s = self.epoch_stats
         return {"samples": s.samples, "observed": s.observed, "loss_sum": s.loss_sum, "samples_total": self.samples_total}
@@ -254,5 +379,6 @@ class GEKOTracker:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._pending.clear()
+        self._local.clear()
         self.epoch_stats = TrackerStats(int(state["samples"]), int(state["observed"]), float(state["loss_sum"]))
         self.samples_total = int(state["samples_total"])

@@ -37,6 +37,7 @@ from geko_state.selection import SelectionKind
 from .checkpoint import load_checkpoint as _load_checkpoint
 from .checkpoint import restore_state, save_checkpoint
 from .data import SAMPLE_ID, GEKODataset, PadCollator
+from .distributed import dist_rank_world, replica_path
 from .lora import apply_lora, count_parameters
 from .sampler import GEKOSampler
 from .signals import lm_labels, model_logits
@@ -58,6 +59,24 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def _broadcast_json(value: dict[str, Any] | None) -> dict[str, Any]:
+    """Rank 0's ``value`` on every rank (as JSON bytes: nothing is pickled)."""
+    rank, world = dist_rank_world()
+    if world == 1:
+        return value
+    import torch.distributed as dist
+
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    data = json.dumps(value, allow_nan=True).encode() if rank == 0 else b""
+    size = torch.tensor([len(data)], dtype=torch.int64, device=dev)
+    dist.broadcast(size, 0)
+    buf = torch.zeros(int(size), dtype=torch.uint8, device=dev)
+    if rank == 0:
+        buf.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    dist.broadcast(buf, 0)
+    return json.loads(bytes(buf.cpu().numpy()).decode())
 
 
 def _auto_workers(requested: int) -> int:
@@ -103,7 +122,8 @@ class GEKOTrainer:
             raise InputError("eval_dataset is empty; pass None to skip evaluation")
         self.eval_dataset = eval_dataset
         self.tokenizer = tokenizer
-        self.device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.rank, self.world_size = dist_rank_world()
+        self.device = self._pick_device(args.device)
         self._messages: list[str] = []
         set_seed(args.seed)  # before LoRA: its initialisation draws from the torch generator
 
@@ -127,11 +147,17 @@ class GEKOTrainer:
                     "training without it", stacklevel=2,
                 )
         self.model = model.to(self.device)
-        self._forward_model: torch.nn.Module = self.model
+        # Under torch.distributed the training forward goes through DDP (gradients averaged over the
+        # ranks); evaluation and checkpoints use the module itself.
+        self._train_model: torch.nn.Module = self.model
+        if self.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self._forward_model: torch.nn.Module = self._train_model
         self._compile_pending = False
         if args.compile_model:
             try:
-                self._forward_model = torch.compile(self.model)
+                self._forward_model = torch.compile(self._train_model)
                 self._compile_pending = True
                 self._say("[GEKO] Compiling model with torch.compile (first batch will be slow)...")
             except Exception as e:  # noqa: BLE001 - e.g. no compiler toolchain: fall back, do not fail the run
@@ -145,7 +171,9 @@ class GEKOTrainer:
 
         self.run = Run(Path(args.output_dir))
         self.run.root.mkdir(parents=True, exist_ok=True)
-        self.store = StateStore.create(len(self.train_dataset), self.run.state_path, config, overwrite=True)
+        # Every rank holds a replica of the state; rank 0's is the run directory's file.
+        self.store = StateStore.create(len(self.train_dataset), replica_path(self.run.state_path), config,
+                                       overwrite=True)
         self._build_loop_objects()
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
@@ -159,9 +187,24 @@ class GEKOTrainer:
         self._finished = False
 
     # ------------------------------------------------------------------ construction helpers
+    def _pick_device(self, requested: str | None) -> torch.device:
+        if requested:
+            return torch.device(requested)
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        if self.world_size > 1:  # one GPU per rank, as torchrun's LOCAL_RANK says
+            local = int(os.environ.get("LOCAL_RANK", self.rank % torch.cuda.device_count()))
+            torch.cuda.set_device(local)
+            return torch.device("cuda", local)
+        return torch.device("cuda")
+
+    @property
+    def _reporting(self) -> bool:
+        return self.args.report and self._is_main_process()
+
     def _say(self, text: str) -> None:
         self._messages.append(text)
-        if self.args.report:
+        if self._reporting:
             print(text, flush=True)
 
     @staticmethod
@@ -190,7 +233,7 @@ class GEKOTrainer:
         )
 
     def _is_main_process(self) -> bool:
-        return self.sampler.rank == 0 if hasattr(self, "sampler") else True
+        return self.rank == 0
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
         decay, no_decay = [], []
@@ -278,8 +321,10 @@ class GEKOTrainer:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self._autocast_dtype)
 
-    def _forward(self, batch: dict[str, Any]) -> Any:
+    def _forward(self, batch: dict[str, Any], *, train: bool = True) -> Any:
         inputs = self._model_inputs(batch)
+        if not train and self._train_model is not self.model:
+            return self.model(**inputs)  # no DDP: ranks evaluate different numbers of batches
         if self._compile_pending:
             try:
                 out = self._forward_model(**inputs)
@@ -308,13 +353,14 @@ class GEKOTrainer:
             loader = self._train_loader()
             n_batches = len(loader)
             bar = tqdm(total=n_batches, desc=f"{a.progress_label} {epoch + 1}/{a.num_epochs}", unit="batch",
-                       disable=a.disable_progress_bar, leave=True)
+                       disable=a.disable_progress_bar or not self._is_main_process(), leave=True)
             model.train()
             opt.zero_grad(set_to_none=True)
             for i, batch in enumerate(loader):
                 ids = batch.pop(SAMPLE_ID)
                 batch = self._to_device(batch)
-                with self._autocast():
+                step_ends = (i + 1) % accum == 0 or i + 1 == n_batches
+                with self._no_sync(not step_ends), self._autocast():
                     outputs = self._forward(batch)
                     logits = model_logits(outputs)
                     sig = self.tracker.signals(logits, self._labels(batch, logits), outputs=outputs, batch=batch)
@@ -322,11 +368,12 @@ class GEKOTrainer:
                 # A policy that re-weights what it keeps (InfoBatch) scales each sample's share; the
                 # tracker still records the raw losses, so the state sees what the model did.
                 w = self.sampler.loss_weights_for(ids, self.device)
-                per_sample = sig.loss if w is None else sig.loss * w
-                loss = per_sample.sum() / sig.valid.sum().clamp(min=1)
                 self.tracker.record(ids, sig)
-                (self.scaler.scale(loss / accum) if self.scaler else loss / accum).backward()
-                if (i + 1) % accum == 0 or i + 1 == n_batches:
+                # Under torch.distributed: the mean over the global batch (see GEKOTracker.global_mean).
+                loss = self.tracker.global_mean(sig.loss if w is None else sig.loss * w)
+                with self._no_sync(not step_ends):
+                    (self.scaler.scale(loss / accum) if self.scaler else loss / accum).backward()
+                if step_ends:
                     self._optimizer_step()
                     bar.set_postfix(loss=f"{self.tracker.epoch_mean_loss:.2f}",
                                     phase=(p.value if (p := self.sampler.phase()) else "-"), refresh=False)
@@ -337,12 +384,13 @@ class GEKOTrainer:
             bar.close()
             if stopped_early:
                 break
+            self.tracker.flush()  # every rank's observations: the epoch's figures are global
             mean_loss = self.tracker.epoch_mean_loss
             trained = self.tracker.epoch_stats.samples
             stats = self.tracker.end_epoch()
             self._log({"epoch": stats.epoch, "train_loss": mean_loss, "samples_trained": trained,
                        **{f"{b.name.lower()}_count": c for b, c in stats.counts.items()}, "pruned": stats.pruned})
-            if a.report:
+            if self._reporting:
                 print(f"[Epoch {stats.epoch}] Average Loss: {mean_loss:.4f}  (trained {trained:,} samples)")
                 print(stats.format_line(), flush=True)
             if self.eval_dataset is not None:
@@ -354,9 +402,16 @@ class GEKOTrainer:
         if a.save_at_end:
             self.save_checkpoint(self.run.root / f"checkpoint-{self.global_step}")
         self._render_plots()
-        metrics = self._final_metrics(elapsed)
+        # Rank 0 read the history it wrote; the other ranks get its figures.
+        metrics = _broadcast_json(self._final_metrics(elapsed) if self._is_main_process() else None)
         self._print_summary(metrics)
         return metrics
+
+    def _no_sync(self, skip: bool):
+        """DDP's no_sync() on the micro-steps of a gradient-accumulation group but its last."""
+        if skip and self._train_model is not self.model:
+            return self._train_model.no_sync()
+        return nullcontext()
 
     def _optimizer_step(self) -> None:
         a, opt = self.args, self.optimizer
@@ -403,7 +458,10 @@ class GEKOTrainer:
         ds = self.eval_dataset if eval_dataset is None else eval_dataset
         if ds is None:
             raise InputError("evaluate() needs an eval_dataset (given to the trainer or to evaluate())")
-        loader = DataLoader(GEKODataset(ds), batch_size=self.args.eval_batch_size or self.args.batch_size,
+        ds = GEKODataset(ds)
+        if self.world_size > 1:  # each rank evaluates every world_size-th item; the sums are all-reduced
+            ds = torch.utils.data.Subset(ds, range(self.rank, len(ds), self.world_size))
+        loader = DataLoader(ds, batch_size=self.args.eval_batch_size or self.args.batch_size,
                             shuffle=False, **self._loader_kwargs())
         was_training = self.model.training
         self.model.eval()
@@ -412,7 +470,7 @@ class GEKOTrainer:
             batch.pop(SAMPLE_ID)
             batch = self._to_device(batch)
             with self._autocast():
-                outputs = self._forward(batch)
+                outputs = self._forward(batch, train=False)
                 logits = model_logits(outputs)
                 sig = self.tracker.signals(logits, self._labels(batch, logits), outputs=outputs, batch=batch)
             v = sig.valid
@@ -420,6 +478,13 @@ class GEKOTrainer:
             correct += float(sig.correct[v].float().sum())
             n += int(v.sum())
         self.model.train(was_training)
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dev = self.tracker.exchange.device if self.tracker.exchange is not None else torch.device("cpu")
+            sums = torch.tensor([loss_sum, correct, float(n)], dtype=torch.float64, device=dev)
+            dist.all_reduce(sums)
+            loss_sum, correct, n = float(sums[0]), float(sums[1]), int(sums[2])
         n = max(n, 1)
         return {"eval_loss": loss_sum / n, "eval_accuracy": correct / n, "eval_samples": n}
 
@@ -427,17 +492,15 @@ class GEKOTrainer:
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path:
         """Save model, optimizer, scheduler, RNG, sampler position, tracker and state store."""
         path = Path(path) if path is not None else self.run.root / f"checkpoint-{self.global_step}"
-        if not self._is_main_process():
-            self.tracker.flush()
-            return path
         extra = {"global_step": self.global_step, "finished": self._finished,
                  "args": self.args.to_dict(), "config": self.config.to_dict()}
         save_checkpoint(path, store=self.store, model=self.model, optimizer=self.optimizer,
                         scheduler=self.scheduler, scaler=self.scaler, sampler=self.sampler,
-                        tracker=self.tracker, run_dir=self.run.root, extra=extra)
-        self.store.flush()
-        self._say(f"[GEKO] Checkpoint saved to {path}")
-        self._prune_checkpoints()
+                        tracker=self.tracker, run_dir=self.run.root, extra=extra)  # every rank; rank 0 writes
+        if self._is_main_process():
+            self.store.flush()
+            self._say(f"[GEKO] Checkpoint saved to {path}")
+            self._prune_checkpoints()
         return path
 
     def _prune_checkpoints(self) -> None:
@@ -472,9 +535,10 @@ class GEKOTrainer:
                 f"{self.args.selection.policy.value!r}; resume with the same selection policy"
             )
         self.store.close()
-        if (path / "epochs.parquet").is_file() and path.resolve() != self.run.root.resolve():
+        main = self._is_main_process()
+        if main and (path / "epochs.parquet").is_file() and path.resolve() != self.run.root.resolve():
             shutil.copyfile(path / "epochs.parquet", self.run.epochs_path)
-        self.store = restore_state(path, self.run.state_path)
+        self.store = restore_state(path, replica_path(self.run.state_path))
         self._build_loop_objects()
         state = _load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
                                  scaler=self.scaler, sampler=self.sampler, tracker=self.tracker)
@@ -498,6 +562,8 @@ class GEKOTrainer:
             if rec.get("step", 0) <= self.global_step:
                 kept.append(rec)
         self.log_history = kept
+        if not self._is_main_process():
+            return
         tmp = f.with_name(f".{f.name}.tmp")
         tmp.write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in kept))
         os.replace(tmp, f)
@@ -557,7 +623,7 @@ class GEKOTrainer:
             log.info("matplotlib not installed: no plots (pip install matplotlib)")
 
     def _print_header(self) -> None:
-        if not self.args.report:
+        if not self._reporting:
             return
         a = self.args
         precision = "BF16" if a.bf16 else "FP16" if a.fp16 else "FP32"
@@ -569,7 +635,8 @@ class GEKOTrainer:
             f"  Samples           : {self.store.n_samples:,}",
             f"  Epochs            : {a.num_epochs}",
             f"  Batch size        : {a.batch_size}",
-            f"  Device            : {self.device.type.upper()}",
+            f"  Device            : {self.device.type.upper()}"
+            + (f" x {self.world_size} ranks (torch.distributed)" if self.world_size > 1 else ""),
             f"  Precision         : {precision}",
             f"  Grad accum        : {a.gradient_accumulation_steps}",
             f"  Grad checkpointing: {'ON' if a.gradient_checkpointing else 'OFF'}",
@@ -586,7 +653,7 @@ class GEKOTrainer:
         print("\n".join(lines), flush=True)
 
     def _print_summary(self, m: dict[str, Any]) -> None:
-        if not self.args.report:
+        if not self._reporting:
             return
         lines = [
             "=" * 60, "  Training Complete", "=" * 60,
