@@ -10,7 +10,8 @@
 ``GEKOTrainerMixin`` carries all of it, so it composes with other ``Trainer`` subclasses
 (``class MyTrainer(GEKOTrainerMixin, SFTTrainer)``). The GEKO run directory (default
 ``<args.output_dir>/geko``) holds the live state and the per-epoch history, so ``geko sql`` and
-``geko report`` work on it.
+``geko report`` work on it. Under ``torchrun`` (DDP) the same script runs on every rank unchanged
+(see *Several processes* below).
 
 How it fits into the Trainer of transformers 5.23, and why:
 
@@ -44,19 +45,23 @@ How it fits into the Trainer of transformers 5.23, and why:
   the model computes no batch-mean loss of its own), takes the logits, and trains on the mean of the
   per-sample losses over samples with a label token. HF's ``num_items_in_batch`` counts label
   *tokens*; GEKO weighs *samples*, so :meth:`get_batch_samples` counts the valid samples of the
-  whole accumulated batch instead, each micro-batch's loss is ``sum(per-sample loss) / that count``
-  and ``loss_is_scaled_for_ga`` is set to True: gradient accumulation then gives the gradient of
-  the whole accumulated batch, however its valid samples are split over micro-batches. For causal
-  LMs this is the mean of per-sample token means, not HF's token mean. Evaluation
-  (``prediction_step``) goes through HF's own ``compute_loss`` unchanged. ``compute_loss_func`` and
-  label smoothing apply to evaluation only (warned).
+  whole accumulated batch instead (over every rank), each micro-batch's loss is
+  ``world_size * sum(per-sample loss) / that count`` and ``loss_is_scaled_for_ga`` is set to True:
+  gradient accumulation (and DDP's average over the ranks) then gives the gradient of one process
+  training the whole accumulated global batch, however its valid samples are split over
+  micro-batches and ranks. For causal LMs this is the mean of per-sample token means, not HF's
+  token mean. Evaluation (``prediction_step``) goes through HF's own ``compute_loss`` unchanged.
+  ``compute_loss_func`` and label smoothing apply to evaluation only (warned).
 * **Scheduler length.** ``max_steps`` (and the LR schedule built from it) is computed from the
-  full-data length, ``ceil(N / batch)`` batches per epoch, exactly as plain ``Trainer`` would, and
-  identically on resume (``LambdaLR`` keeps its lambdas out of its state dict, so a resumed run
-  must recompute the same length). Later GEKO epochs are shorter, so training ends before the
-  schedule does: a linear decay ends at ``lr * (1 - trained_steps / max_steps)`` instead of 0, a
-  cosine one likewise short of its end. Use a schedule that does not depend on the end
-  (``constant``, ``constant_with_warmup``) when that matters.
+  full-data length, ``ceil(ceil(N / world_size) / batch)`` batches per epoch and rank, which is
+  ``ceil(N / (batch * world_size))``, exactly as plain ``Trainer`` would (with
+  ``dataloader_drop_last``: ``ceil(N / world_size) // batch``, what this rank's loader yields in a
+  full-data epoch), and identically on resume, also with another world size and the same global
+  batch (``LambdaLR`` keeps its lambdas out of its state dict, so a resumed run must recompute the
+  same length). Later GEKO epochs are shorter, so training ends before the schedule does: a linear
+  decay ends at ``lr * (1 - trained_steps / max_steps)`` instead of 0, a cosine one likewise short
+  of its end. Use a schedule that does not depend on the end (``constant``,
+  ``constant_with_warmup``) when that matters.
 * **Checkpoints and resume.** :meth:`_save_checkpoint` writes into HF's ``checkpoint-<step>/``,
   before HF's own files: ``geko_state.arrow`` (``StateStore.checkpoint``, after
   ``tracker.flush()``), ``geko_sampler.{json,safetensors}`` (plan and position, via
@@ -73,13 +78,39 @@ How it fits into the Trainer of transformers 5.23, and why:
   weights (CPU; tested with dropout on and with the checkpoint inside a shrunk epoch, after an
   epoch's last step, and at an epoch end).
   ``ignore_data_skip`` has no effect on the GEKO sampler (it always continues at the saved position).
+* **Several processes (torchrun, DDP).** Every rank holds a full replica of the state: rank 0's is
+  the run directory's file, the others' are in memory (:func:`~geko_torch.distributed.replica_path`,
+  also on resume). The tracker exchanges every rank's observations (one all-gather per micro-batch
+  on a private process group, created once when the trainer is constructed, where every rank is at
+  the same point), so all replicas apply the same observations in the same order and plan the same
+  epochs; the sampler (``rank`` / ``world_size`` = ``args.process_index`` / ``args.world_size``)
+  gives each rank its shard, padded to equal length with draws from the start of the plan that are
+  trained but weigh 0 in the loss and are not observed. ``accelerator.prepare`` wraps the train
+  loader's batch sampler in a ``BatchSamplerShard``, which would shard that shard again and fill a
+  last incomplete batch (``even_batches``); :meth:`get_train_dataloader` makes it a passthrough
+  (one process, no filling), as transformers does for its rank-aware ``BatchRebalanceSampler``, so
+  ``len(train_dataloader)`` is this rank's batch count. Accelerate synchronises nothing for it: the
+  GEKO sampler has no ``generator`` (the plan is deterministic in state, seed and epoch). The
+  loss's sample count is all-reduced on the same private group, whatever
+  ``average_tokens_across_devices`` says (HF's token count is not used). Epoch ends, the flush
+  before a checkpoint (HF calls ``_save_checkpoint`` on every rank) and the end of training are
+  collective and run on every rank; the process that writes HF's checkpoint (``should_save``)
+  writes the GEKO files and rank 0 alone writes the history. Mastery stops every rank after the
+  same epoch (the replicas are identical). A run stopped on W ranks resumes on any number of
+  ranks: every rank restores the checkpoint's state and the sampler re-shards what is left of the
+  global plan. Result (gloo, CPU, tested): two ranks with per-device batch b end with the state
+  and weights of one process with batch 2b (discrete columns exactly, float columns and weights to
+  about 1e-7: the ranks' gradients are summed in another float order); a run stopped on two ranks
+  and resumed on one ends like the uninterrupted run.
+  Tensor / context / sequence parallelism (ranks that share a batch) and accelerate's
+  ``dispatch_batches`` / ``split_batches`` are refused. FSDP and DeepSpeed average gradients over
+  the ranks like DDP but are not tested.
 * **Threads.** The engine's parallel numba kernels run on numba's OpenMP layer, which shares
   libgomp with torch and leaves torch's intra-op thread count at numba's (all cores) after a
   repartition or plan; the tracker and sampler put it back after every engine call
   (:mod:`geko_torch.threads`).
-* Not supported: several processes (torch.distributed / FSDP / DeepSpeed: every rank would need
-  every rank's observations; refused with an error), ``auto_find_batch_size`` retries (the
-  observations of a failed attempt stay in the state; warned), ``IterableDataset`` train sets.
+* Not supported: ``auto_find_batch_size`` retries (the observations of a failed attempt stay in
+  the state; warned), ``IterableDataset`` train sets.
 """
 from __future__ import annotations
 
@@ -117,6 +148,7 @@ from geko_state.selection import SelectionConfig, SelectionKind
 
 from .checkpoint import restore_state
 from .data import SAMPLE_ID, GEKODataset
+from .distributed import dist_rank_world, replica_path
 from .sampler import GEKOSampler
 from .serialization import load_tree, save_tree
 from .signals import IGNORE_INDEX, TaskKind, lm_labels, model_logits
@@ -289,6 +321,7 @@ class GEKOTrainerMixin:
         self._geko_generator: torch.Generator | None = None
         self._geko_group_items: torch.Tensor | None = None  # valid samples of the current accumulated batch
         self._geko_building_train_loader = False
+        self._geko_group: Any = None  # torch.distributed: GEKO's private process group (see _geko_process_group)
         if getattr(self, "compute_loss_func", None) is not None or self.args.label_smoothing_factor != 0:
             warnings.warn(
                 "GEKOHFTrainer trains on its own per-sample cross-entropy; compute_loss_func and label "
@@ -302,6 +335,10 @@ class GEKOTrainerMixin:
         self.add_callback(_GEKOCallback(self))
         if self.train_dataset is not None:
             self._geko_wrap(self.train_dataset)  # a wrong dataset fails here, before training starts
+        if self.args.world_size > 1:
+            # Creating a process group is collective: do it here, where every rank constructs the
+            # trainer at the same point, not at a first use that only one rank might reach.
+            self._geko_process_group()
 
     # ------------------------------------------------------------------ accessors
     @property
@@ -344,20 +381,65 @@ class GEKOTrainerMixin:
             self._geko_src = src
         return self._geko_dataset
 
+    def _geko_is_main(self) -> bool:
+        """Rank 0 (or the only process): the replica whose state is the run directory's file and
+        which alone writes the run directory's history."""
+        return self.args.process_index == 0
+
+    def _geko_process_group(self) -> Any:
+        """GEKO's own process group over every rank (None in one process): the tracker's
+        observation exchange and the loss's sample count travel on it, never queued behind (or in
+        front of) DDP's gradient all-reduces. One group for the trainer's lifetime: every tracker
+        built (fresh start, resume) reuses it."""
+        if self.args.world_size <= 1:
+            return None
+        if self._geko_group is None:
+            import torch.distributed as dist
+
+            if not (dist.is_available() and dist.is_initialized()):
+                raise ConfigError(
+                    f"world_size={self.args.world_size} but torch.distributed is not initialised; launch with "
+                    "torchrun / accelerate launch"
+                )
+            self._geko_group = dist.new_group()
+        return self._geko_group
+
     def _geko_check_setup(self) -> None:
-        if self.args.world_size > 1:
-            raise ConfigError(
-                f"GEKOHFTrainer runs in one process only (world_size={self.args.world_size}): under "
-                "torch.distributed every rank would need every rank's observations to plan the same epochs"
-            )
+        world = int(self.args.world_size)
+        if world > 1:
+            if dist_rank_world() != (int(self.args.process_index), world):
+                raise ConfigError(
+                    f"GEKOHFTrainer: TrainingArguments say rank {self.args.process_index} of {world} but "
+                    f"torch.distributed says rank {dist_rank_world()[0]} of {dist_rank_world()[1]}; every rank must be "
+                    "one data-parallel replica"
+                )
+            pc = getattr(self.accelerator, "parallelism_config", None)
+            tp = self.get_tp_size() if hasattr(self, "get_tp_size") else 1
+            if tp > 1 or (pc is not None and getattr(pc, "non_data_parallel_size", 1) > 1):
+                raise ConfigError(
+                    "GEKOHFTrainer: tensor / context / sequence parallelism is not supported (ranks that share a "
+                    "batch would each draw their own shard of the GEKO plan); use data parallelism (DDP)"
+                )
+            if self.accelerator.dispatch_batches or self.accelerator.split_batches:
+                raise ConfigError(
+                    "GEKOHFTrainer under torch.distributed needs accelerator_config dispatch_batches=False and "
+                    "split_batches=False: every rank draws its own shard of the GEKO plan"
+                )
         if self.args.auto_find_batch_size:
             warnings.warn(
                 "auto_find_batch_size: observations of a failed attempt stay in the GEKO state", stacklevel=3,
             )
 
     def _geko_full_batches(self, n_samples: int) -> int:
+        """This rank's batches of a full-data epoch: ``ceil(N / world_size)`` samples per rank (the
+        sampler pads the shards to equal length), in per-device batches. Without
+        ``dataloader_drop_last`` this is ``ceil(N / (batch * world_size))``, the length of plain
+        ``Trainer``'s sharded loader, so ``max_steps`` and the LR schedule are plain Trainer's and do
+        not change when a run is resumed with another world size and the same global batch."""
         bs = int(self._train_batch_size)
-        return n_samples // bs if self.args.dataloader_drop_last else -(-n_samples // bs)
+        world = max(1, int(self.args.world_size))
+        per_rank = -(-n_samples // world)
+        return per_rank // bs if self.args.dataloader_drop_last else -(-per_rank // bs)
 
     def _geko_total_epochs(self, n_samples: int) -> int:
         """HF's epoch count: ``ceil(num_train_epochs)``, or under ``max_steps`` the epochs of
@@ -372,16 +454,21 @@ class GEKOTrainerMixin:
     def _geko_build(self, store: StateStore) -> None:
         """Sampler and tracker around ``store`` for the current arguments."""
         self._geko_store = store
+        # Every rank builds the same plan (same state, seed, epoch) and draws its own shard of it.
         self._geko_sampler = GEKOSampler(
             store, seed=int(self.args.seed), total_epochs=self._geko_total_epochs(store.n_samples),
-            budget=self._geko_budget, replacement=self._geko_replacement, rank=0, world_size=1,
+            budget=self._geko_budget, replacement=self._geko_replacement,
+            rank=int(self.args.process_index), world_size=int(self.args.world_size),
             selection=self._geko_selection,
         )
+        # Under torch.distributed the tracker exchanges every rank's observations (a replica of the
+        # whole state on every rank); only rank 0 records history.
         self._geko_tracker = GEKOTracker(
             store, sampler=self._geko_sampler, run_dir=self.geko_run_dir, history=self._geko_history,
             task=self._geko_task, correct_loss_below=self._geko_correct_loss_below,
             token_accuracy=self._geko_token_accuracy, compute_confidence=self._geko_confidence_fn,
-            compute_correctness=self._geko_correctness_fn, record_history=self.args.should_save,
+            compute_correctness=self._geko_correctness_fn, record_history=self._geko_is_main(),
+            process_group=self._geko_process_group(),
         )
 
     def _geko_ensure(self) -> None:
@@ -397,8 +484,10 @@ class GEKOTrainerMixin:
                     "and was trained on; keep the train dataset fixed during a run"
                 )
             self._geko_store.close()
-        self.geko_run_dir.mkdir(parents=True, exist_ok=True)
-        store = StateStore.create(n, self._geko_run.state_path, self._geko_config, overwrite=True)
+        if self._geko_is_main():
+            self.geko_run_dir.mkdir(parents=True, exist_ok=True)
+        # Rank 0's state is the run directory's file, the other ranks' are in-memory replicas.
+        store = StateStore.create(n, replica_path(self._geko_run.state_path), self._geko_config, overwrite=True)
         self._geko_build(store)
 
     def _geko_start_fresh(self) -> None:
@@ -408,8 +497,9 @@ class GEKOTrainerMixin:
         store = self._geko_store
         if store.epoch > 0 or store.observations_total > 0 or store.skipped_total > 0:
             store.close()
-            store = StateStore.create(store.n_samples, self._geko_run.state_path, self._geko_config, overwrite=True)
-        if self.args.should_save:
+            store = StateStore.create(store.n_samples, replica_path(self._geko_run.state_path), self._geko_config,
+                                      overwrite=True)
+        if self._geko_is_main():
             self._geko_run.epochs_path.unlink(missing_ok=True)
             for p in self._geko_run.history_files().values():
                 p.unlink(missing_ok=True)
@@ -423,6 +513,9 @@ class GEKOTrainerMixin:
         return remaining <= 0 or (self.args.dataloader_drop_last and remaining < int(self._train_batch_size))
 
     def _geko_end_epoch(self) -> PartitionStats:
+        # Apply what is still queued first (collective under torch.distributed: every rank ends
+        # the epoch here), so the logged figures count the epoch's last batches too.
+        self._geko_tracker.flush()
         trained = self._geko_tracker.epoch_stats.samples
         mean_loss = self._geko_tracker.epoch_mean_loss
         stats = self._geko_tracker.end_epoch()
@@ -476,6 +569,7 @@ class GEKOTrainerMixin:
             )
         finally:
             self._geko_building_train_loader = False
+        self._geko_unshard(loader)
         base = getattr(loader, "base_dataloader", loader)
         self._geko_generator = torch.Generator().manual_seed(int(self.args.seed))
         try:
@@ -483,6 +577,35 @@ class GEKOTrainerMixin:
         except AttributeError:  # an unusual loader wrapper: keep torch's global generator
             self._geko_generator = None
         return loader
+
+    def _geko_unshard(self, loader: Any) -> None:
+        """Under torch.distributed ``accelerator.prepare`` wraps the loader's batch sampler in a
+        ``BatchSamplerShard``, which would hand this rank every ``world_size``-th batch of what is
+        already this rank's shard of the plan, and (``even_batches``) fill a last incomplete batch
+        with ids from the start of the shard. The GEKO sampler is rank-aware and pads the shards
+        itself, so the wrapper becomes a passthrough, as transformers does for its own rank-aware
+        ``BatchRebalanceSampler``: one process, no even-batch filling. ``len(loader)`` is then this
+        rank's batch count. (``rng_types``: accelerate synchronises a sampler's ``generator``
+        across ranks; the GEKO sampler has none, its plan is deterministic in state, seed and
+        epoch, so nothing is synchronised.)"""
+        for wrapper in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
+            inner = getattr(wrapper, "batch_sampler", None)
+            if inner is not None and getattr(inner, "sampler", None) is self._geko_sampler:
+                if hasattr(wrapper, "num_processes"):
+                    wrapper.num_processes = 1
+                    wrapper.process_index = 0
+                if hasattr(wrapper, "even_batches"):
+                    wrapper.even_batches = False
+        if int(self.args.world_size) > 1:
+            n_batches = len(loader)
+            bs = int(self._train_batch_size)
+            shard = len(self._geko_sampler)
+            want = shard // bs if self.args.dataloader_drop_last else -(-shard // bs)
+            if n_batches != want:
+                raise InputError(
+                    f"the prepared train loader has {n_batches} batches but this rank's shard of the GEKO plan "
+                    f"makes {want}; an unknown loader wrapper shards the rank-aware GEKO sampler again"
+                )
 
     def _get_train_sampler(self, train_dataset: Any = None):
         if self._geko_store is None:
@@ -566,8 +689,9 @@ class GEKOTrainerMixin:
         return None
 
     # ------------------------------------------------------------------ loss
-    def _geko_count_valid(self, batch: Mapping[str, Any]) -> torch.Tensor | None:
-        """Samples of ``batch`` with at least one label token (0-dim tensor), or None when unknown."""
+    def _geko_count_valid(self, batch: Mapping[str, Any], exclude: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Samples of ``batch`` with at least one label token (0-dim tensor), or None when unknown;
+        ``exclude`` (bool ``[B]``) marks samples not to count."""
         ignore = IGNORE_INDEX
         labels = batch.get("labels")
         if labels is None:
@@ -578,22 +702,44 @@ class GEKOTrainerMixin:
         if task == "auto":
             task = TaskKind.CAUSAL_LM if labels.ndim == 2 else TaskKind.CLASSIFICATION if labels.ndim == 1 else None
         if task is TaskKind.CAUSAL_LM and labels.ndim == 2:
-            return (labels[:, 1:] != ignore).any(dim=1).sum()
-        if task is TaskKind.CLASSIFICATION and labels.ndim == 1:
-            return (labels != ignore).sum()
-        return None
+            valid = (labels[:, 1:] != ignore).any(dim=1)
+        elif task is TaskKind.CLASSIFICATION and labels.ndim == 1:
+            valid = labels != ignore
+        else:
+            return None
+        if exclude is not None:
+            valid = valid & ~exclude.to(valid.device)
+        return valid.sum()
 
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any):
         """HF's micro-batches of one optimizer step; the count passed on is GEKO's: the valid
-        samples of the whole accumulated batch (see the module docstring)."""
+        samples of the whole accumulated batch, over every rank (see :meth:`compute_loss`)."""
         batch_samples, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
         self._geko_group_items = None
-        if batch_samples and all(isinstance(b, Mapping) and SAMPLE_ID in b for b in batch_samples):
-            counts = [self._geko_count_valid(b) for b in batch_samples]
+        if (batch_samples and self._geko_sampler is not None
+                and all(isinstance(b, Mapping) and SAMPLE_ID in b for b in batch_samples)):
+            # Draws that only pad this rank's shard are trained but weigh 0: they are not counted.
+            # Every earlier batch has been recorded, so the sampler stands at this group's start.
+            sizes = [int(b[SAMPLE_ID].shape[0]) for b in batch_samples]
+            pad = torch.from_numpy(self._geko_sampler.padding_mask(sum(sizes)))
+            counts, start = [], 0
+            for b, k in zip(batch_samples, sizes):
+                p = pad[start:start + k]
+                counts.append(self._geko_count_valid(b, exclude=p if bool(p.any()) else None))
+                start += k
             if all(c is not None for c in counts):
-                total = counts[0]
+                total = counts[0].to(torch.int64)
                 for c in counts[1:]:
-                    total = total + c.to(total.device)
+                    total = total + c.to(total.device, torch.int64)
+                exchange = self._geko_tracker.exchange if self._geko_tracker is not None else None
+                if exchange is not None:
+                    # The count over every rank: each reaches this point once per optimizer step,
+                    # with as many micro-batches (the shards have equal length).
+                    import torch.distributed as dist
+
+                    total = total.to(exchange.device)
+                    dist.all_reduce(total, group=exchange.group)
+                    total = total.to(device)
                 self._geko_group_items = total
                 return batch_samples, total
         return batch_samples, num_items
@@ -619,32 +765,54 @@ class GEKOTrainerMixin:
             if labels is None:
                 raise InputError("the training batch has no 'labels' field; classification datasets must "
                                  "provide one per item ('label' or 'labels')")
-        tracker = self._geko_tracker
+        tracker, sampler = self._geko_tracker, self._geko_sampler
         sig = tracker.signals(logits, labels, outputs=outputs, batch={**batch, "labels": labels})
+        pad = sampler.padding_mask(int(sig.loss.shape[0]))  # before record(), which advances the sampler
         tracker.record(ids, sig)
-        w = self._geko_sampler.loss_weights_for(ids, sig.loss.device)  # InfoBatch: re-weighted kept samples
-        total = (sig.loss if w is None else sig.loss * w).sum()
+        w = sampler.loss_weights_for(ids, sig.loss.device)  # InfoBatch: re-weighted kept samples
+        losses = sig.loss if w is None else sig.loss * w
         if num_items_in_batch is not None and num_items_in_batch is self._geko_group_items:
-            loss = total / num_items_in_batch.to(total.device).clamp(min=1)
+            # The gradient of one process training the whole accumulated global batch is
+            #     sum over its valid samples of grad(loss_i) / N,
+            # N = the valid samples of the accumulated batch on every rank (get_batch_samples: a sum
+            # over ranks, padding draws excluded; HF's own num_items_in_batch, token counts gathered
+            # or not by average_tokens_across_devices, is not used). Each micro-batch contributes
+            #     world_size * (sum of its valid, non-padding losses) / N;
+            # gradient accumulation adds the micro-batches up (loss_is_scaled_for_ga: HF divides by
+            # nothing) and DDP averages the ranks (divides by world_size), which gives exactly that
+            # gradient, however the valid samples are spread over micro-batches and ranks. One
+            # process: world_size 1, N the local count.
+            keep = sig.valid.to(losses.device) & ~torch.from_numpy(pad).to(losses.device)
+            total = torch.where(keep, losses, losses.new_zeros(())).sum()  # a padded NaN must not leak in
+            n = num_items_in_batch.to(total.device, total.dtype).clamp(min=1)
+            loss = total * float(self.args.world_size) / n
             self.loss_is_scaled_for_ga = True
-        else:  # no GEKO count for this step: the micro-batch mean, which HF divides by the GA steps
-            loss = total / sig.valid.sum().clamp(min=1)
+        else:
+            # No GEKO count for this step: the micro-batch mean over its valid, non-padding samples
+            # (under torch.distributed over the global micro-batch, scaled for DDP's average: one
+            # scalar all-reduce), which HF divides by the GA steps.
+            loss = tracker.global_mean(losses)
             self.loss_is_scaled_for_ga = False
         return (loss, outputs) if return_outputs else loss
 
     # ------------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        if self._geko_store is not None and self.args.should_save:
-            out = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            self._geko_save(out)
+        # HF calls this on every rank at the same step. The flush is collective under
+        # torch.distributed (the last exchange), so every rank does it; the replicas are then
+        # identical and the process that writes HF's checkpoint (should_save) writes the GEKO part.
+        if self._geko_store is not None:
+            self._geko_tracker.flush()
+            if self.args.should_save:
+                out = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+                self._geko_save(out)
         super()._save_checkpoint(model, trial)
 
     def _geko_save(self, directory: Path) -> None:
-        """Write the GEKO part of a checkpoint into ``directory`` (HF's checkpoint-<step>/)."""
+        """Write the GEKO part of a checkpoint into ``directory`` (HF's checkpoint-<step>/); the
+        tracker has been flushed (on every rank)."""
         directory.mkdir(parents=True, exist_ok=True)
         (directory / GEKO_META_FILE).unlink(missing_ok=True)  # incomplete until rewritten last
         tracker, store = self._geko_tracker, self._geko_store
-        tracker.flush()
         store.checkpoint(directory / GEKO_STATE_FILE)
         save_tree(self._geko_sampler.state_dict(), directory, GEKO_SAMPLER)
         if tracker.history is not None:
@@ -702,11 +870,14 @@ class GEKOTrainerMixin:
             self._geko_store.close()
             self._geko_store = None
         run = self._geko_run
-        run.root.mkdir(parents=True, exist_ok=True)
-        store = restore_state(ckpt, run.state_path, name=GEKO_STATE_FILE)
+        if self._geko_is_main():
+            run.root.mkdir(parents=True, exist_ok=True)
+        # Every rank restores the same state: rank 0 into the run directory's file, the others
+        # into in-memory replicas.
+        store = restore_state(ckpt, replica_path(run.state_path), name=GEKO_STATE_FILE)
         if store.config != self._geko_config:
             warnings.warn(f"{ckpt}: resuming with the checkpoint's GEKOConfig, not the geko_config given", stacklevel=3)
-        if self.args.should_save:
+        if self._geko_is_main():
             # The history as of the checkpoint: what a stopped run wrote after it is dropped.
             if (ckpt / GEKO_EPOCHS_FILE).is_file():
                 with atomic_path(run.epochs_path) as tmp:
