@@ -3,7 +3,9 @@ from .config import (
     GEKO_AGGRESSIVE, GEKO_BALANCED, GEKO_CONSERVATIVE, GEKO_DEFAULT, GEKO_SEEDS, PRESETS, GEKOConfig, NanPolicy,
 )
 from .curriculum import MOUNTAIN, MountainCurriculum, Phase
-from .errors import ConfigError, GekoError, InputError, SchemaVersionError, StateFileError, StoreClosedError
+from .errors import (
+    ConfigError, GekoError, HistoryFileError, InputError, SchemaVersionError, StateFileError, StoreClosedError,
+)
 from .export import export_rows, keep_mask, kept_ids, parse_buckets, write_ids
 from .history import HistoryConfig, HistoryRecord, HistoryWriter, read_summary
 from .planning import BudgetKind, EpochPlan, WeightSegment, shard
@@ -20,7 +22,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BudgetKind", "Bucket", "COLUMN_NAMES", "ConfigError", "EpochPlan", "GEKOConfig", "GEKO_AGGRESSIVE",
-    "GEKO_BALANCED", "GEKO_CONSERVATIVE", "GEKO_DEFAULT", "GEKO_SEEDS", "GekoError", "InputError", "LOSS_WINDOW", "MOUNTAIN",
+    "GEKO_BALANCED", "GEKO_CONSERVATIVE", "GEKO_DEFAULT", "GEKO_SEEDS", "GekoError", "HistoryFileError", "InputError",
+    "LOSS_WINDOW", "MOUNTAIN",
     "MountainCurriculum", "NanPolicy", "PRESETS", "PartitionStats", "Phase", "SCHEMA_VERSION",
     "SchemaVersionError", "StateFileError", "StateStore", "StoreClosedError", "WeightSegment",
     "bytes_per_sample", "shard", "__version__",

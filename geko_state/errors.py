@@ -7,6 +7,7 @@ __all__ = [
     "InputError",
     "StateFileError",
     "SchemaVersionError",
+    "HistoryFileError",
     "StoreClosedError",
 ]
 
@@ -28,7 +29,12 @@ class StateFileError(GekoError, OSError):
 
 
 class SchemaVersionError(StateFileError):
-    """A state file was written with another schema version."""
+    """A state or history file was written with another schema version."""
+
+
+class HistoryFileError(StateFileError):
+    """A history file (per-epoch snapshot or epoch summary) is missing, truncated or corrupt, or
+    does not match the rest of its run."""
 
 
 class StoreClosedError(GekoError, RuntimeError):

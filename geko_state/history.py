@@ -13,6 +13,10 @@ exact bucket-to-bucket transition counts, history rows and bytes). Both are writ
 temporary name and renamed, so a reader sees a complete epoch or none of it; the summary is renamed
 after the snapshot, so every epoch listed in the summary has its snapshot complete on disk.
 
+Integrity: every file carries its format version, sample count, row count and a checksum of its
+values (see :mod:`geko_state.historyfile`); :func:`read_summary`, :func:`verified_history` and the
+SQL views verify them and refuse a corrupt file with :class:`HistoryFileError`.
+
 Size: ``every=k`` writes a snapshot on epochs divisible by ``k`` only (the summary row is written
 every epoch); ``changed_only=True`` writes only the rows whose bucket or pruned flag changed since
 the writer's previous snapshot. The writer's first snapshot always holds every row, so the latest
@@ -39,7 +43,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .curriculum import Phase
-from .errors import ConfigError, InputError, StateFileError
+from .errors import ConfigError, HistoryFileError, InputError
+from .historyfile import FileKind, HistoryDigest, file_metadata, read_history_file
 from .io import atomic_path
 from .run import Run
 from .schema import Bucket
@@ -54,9 +59,11 @@ __all__ = [
     "HistoryConfig",
     "HistoryRecord",
     "HistoryWriter",
+    "VerifiedHistory",
     "count_column",
     "read_summary",
     "transition_column",
+    "verified_history",
 ]
 
 # State columns copied into each snapshot (after the epoch column).
@@ -119,6 +126,9 @@ SUMMARY_SCHEMA = pa.schema(
     # null when the buckets before the epoch are unknown (first epoch recorded after a resume)
     + [pa.field(col, pa.int64()) for _, _, col in TRANSITION_COLUMNS]
 )
+
+SNAPSHOT_FILE = FileKind("snapshot", HISTORY_SCHEMA)
+SUMMARY_FILE = FileKind("summary", SUMMARY_SCHEMA)
 
 _COMPRESSIONS = ("zstd", "lz4", "snappy", "gzip", "brotli", "none")
 
@@ -219,24 +229,66 @@ def _normalise_phase(phase: str | Phase | None) -> str | None:
     raise InputError(f"record: phase must be a non-empty string, a Phase or None, got {phase!r}")
 
 
-def _load_summary(path: Path) -> list[dict[str, Any]]:
+def _read_summary_table(path: Path, expected_n: int | None = None) -> pa.Table:
     if not path.is_file():
-        return []
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as e:
-        raise StateFileError(f"{path}: unreadable epoch summary ({e})") from None
-    if table.schema.names != SUMMARY_SCHEMA.names:
-        raise StateFileError(
-            f"{path}: not a GEKO epoch summary of this version (columns {table.schema.names})"
-        )
-    return table.to_pylist()
+        return SUMMARY_SCHEMA.empty_table()
+    table, _ = read_history_file(path, SUMMARY_FILE, expected_n=expected_n)
+    return table
 
 
-def read_summary(run_dir: str | os.PathLike) -> pl.DataFrame:
-    """The run's epoch summary, one row per epoch (empty, with the columns, when none was written)."""
-    rows = _load_summary(Run(Path(run_dir)).epochs_path)
-    return pl.from_arrow(pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA))
+def read_summary(run_dir: str | os.PathLike, *, n_samples: int | None = None) -> pl.DataFrame:
+    """The run's epoch summary, one row per epoch (empty, with the columns, when none was written).
+
+    The file is verified first (:class:`HistoryFileError` naming it when it is corrupt, or describes
+    another sample count than ``n_samples`` when given).
+    """
+    return pl.from_arrow(_read_summary_table(Run(Path(run_dir)).epochs_path, n_samples))
+
+
+@dataclass(frozen=True)
+class VerifiedHistory:
+    """A run's history as verified at one moment: the summary and the snapshot files it lists."""
+
+    summary: pa.Table  # SUMMARY_SCHEMA, one row per epoch (empty without a summary)
+    snapshots: dict[int, Path]  # epoch -> verified snapshot file, in epoch order
+    n_samples: int | None  # None when the run has no history yet
+
+
+def verified_history(run_dir: str | os.PathLike, *, n_samples: int | None = None) -> VerifiedHistory:
+    """Verify a run's summary and every snapshot it lists (one full read of each file).
+
+    The summary is read first and only the snapshots it lists are taken: the writer renames a
+    snapshot before the summary that lists it, so these are complete, and files of epochs it does
+    not list (being recorded right now, or left by an interrupted record) are left out. A run
+    without a summary takes every snapshot file. Raises :class:`HistoryFileError` naming the file
+    that is corrupt, missing, of another sample count, or whose row count disagrees with the summary.
+    """
+    run = Run(Path(run_dir))
+    summary = _read_summary_table(run.epochs_path, n_samples)
+    files = run.history_files()
+    n = n_samples
+    if summary.num_rows:
+        n = int(summary["n_samples"][0].as_py())
+        listed = {
+            int(e): int(r) for e, r, snap in zip(
+                summary["epoch"].to_pylist(), summary["history_rows"].to_pylist(), summary["snapshot"].to_pylist()
+            ) if snap
+        }
+    else:
+        listed = {e: None for e in files}
+    snapshots: dict[int, Path] = {}
+    for e, rows in listed.items():
+        path = run.epoch_path(e)
+        if e not in files:
+            raise HistoryFileError(f"{path}: missing, but {run.epochs_path} lists a snapshot of epoch {e}")
+        _, info = read_history_file(path, SNAPSHOT_FILE, expected_n=n, keep=False)
+        n = info["n_samples"]
+        if info["epoch"] != e:
+            raise HistoryFileError(f"{path}: holds epoch {info['epoch']}, its name says {e}")
+        if rows is not None and info["rows"] != rows:
+            raise HistoryFileError(f"{path}: {info['rows']} rows, {run.epochs_path} says {rows} for epoch {e}")
+        snapshots[e] = path
+    return VerifiedHistory(summary, snapshots, n)
 
 
 class HistoryWriter:
@@ -254,7 +306,7 @@ class HistoryWriter:
         self.config = config
         self.run = Run(Path(run_dir))
         self.run.history_dir.mkdir(parents=True, exist_ok=True)
-        self._rows = _load_summary(self.run.epochs_path)
+        self._rows = _read_summary_table(self.run.epochs_path).to_pylist()
         self._selection = _SELECTIONS[bool(config.changed_only)]
         self._n: int | None = None
         self._epoch: int | None = None  # last epoch recorded by this writer
@@ -325,20 +377,29 @@ class HistoryWriter:
         codes = _state_codes(store)
         baseline = self._baseline(epoch, n)
         moves = None if baseline is None else _transition_counts(baseline, codes)
+        kept = [r for r in self._rows if r["epoch"] < epoch]
+        if any(r["n_samples"] != n for r in kept):
+            raise InputError(
+                f"record: {self.run.epochs_path} holds the history of {kept[0]['n_samples']} samples, "
+                f"this store has {n}; record into another run directory"
+            )
         snapshot = epoch % cfg.every == 0
         rows, size, path = 0, 0, None
+        # Publication order, for readers running meanwhile (they read the summary first and take
+        # only the epochs it lists): 1. the snapshot, renamed into place complete; 2. the summary
+        # listing it; 3. only then the files of epochs the new summary no longer lists (a resumed
+        # run rewriting later epochs), which a reader of the previous summary may still be opening.
         if snapshot:
             path = self.run.epoch_path(epoch)
             mask = self._selection.select(codes, self._snapshot_codes)
             rows = self._write_snapshot(store, epoch, mask, path)
             size = path.stat().st_size
+        row = self._summary_row(stats, samples_trained, phase_name, snapshot, rows, size, moves)
+        new_rows = kept + [row]
+        self._write_summary(new_rows, n)
         for e, stale in self.run.history_files().items():
             if e > epoch or (e == epoch and not snapshot):
                 stale.unlink(missing_ok=True)
-        row = self._summary_row(stats, samples_trained, phase_name, snapshot, rows, size, moves)
-        new_rows = [r for r in self._rows if r["epoch"] < epoch] + [row]
-        with atomic_path(self.run.epochs_path) as tmp:
-            pq.write_table(pa.Table.from_pylist(new_rows, schema=SUMMARY_SCHEMA), tmp, compression="zstd")
         # Commit only once both files are in place, so a failed record() can simply be retried.
         self._rows = new_rows
         self._n, self._epoch, self._epoch_codes = n, epoch, codes
@@ -352,8 +413,11 @@ class HistoryWriter:
         table = store.to_arrow(HISTORY_COLUMNS)  # zero-copy views of the live columns
         epoch_block = pa.repeat(pa.scalar(epoch, pa.int32()), min(rg, n))
         written = 0
+        digest = HistoryDigest(SNAPSHOT_FILE)
         with atomic_path(path) as tmp:
-            with pq.ParquetWriter(str(tmp), HISTORY_SCHEMA, compression=cfg.compression, **_ENCODING) as w:
+            with pq.ParquetWriter(
+                str(tmp), HISTORY_SCHEMA, compression=cfg.compression, write_page_checksum=True, **_ENCODING,
+            ) as w:
                 for lo in range(0, n, rg):
                     chunk = table.slice(lo, rg)
                     if mask is not None:
@@ -362,12 +426,22 @@ class HistoryWriter:
                             continue
                         chunk = chunk.filter(pa.array(keep))
                     k = chunk.num_rows
-                    w.write_table(
-                        pa.Table.from_arrays([epoch_block.slice(0, k), *chunk.columns], schema=HISTORY_SCHEMA),
-                        row_group_size=rg,
-                    )
+                    block = pa.Table.from_arrays([epoch_block.slice(0, k), *chunk.columns], schema=HISTORY_SCHEMA)
+                    digest.update(block)
+                    w.write_table(block, row_group_size=rg)
                     written += k
+                w.add_key_value_metadata(file_metadata(digest, n, epoch))
         return written
+
+    def _write_summary(self, rows: list[dict[str, Any]], n: int) -> None:
+        table = pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA)
+        digest = HistoryDigest(SUMMARY_FILE)
+        digest.update(table)
+        meta = file_metadata(digest, n)
+        with atomic_path(self.run.epochs_path) as tmp:
+            with pq.ParquetWriter(str(tmp), SUMMARY_SCHEMA, compression="zstd", write_page_checksum=True) as w:
+                w.write_table(table)
+                w.add_key_value_metadata(meta)
 
     @staticmethod
     def _summary_row(

@@ -12,7 +12,8 @@ import numpy as np
 import polars as pl
 
 from .errors import InputError
-from .history import TRANSITION_COLUMNS, count_column, read_summary
+from .history import SNAPSHOT_FILE, TRANSITION_COLUMNS, count_column, read_summary
+from .historyfile import read_history_file
 from .run import Run, open_run
 from .schema import BUCKET_NAMES, Bucket
 
@@ -185,13 +186,13 @@ def sample_distributions(run_dir: str | os.PathLike, *, per_bucket: int = 50_000
             bucket, q, loss = (store.column(c)[idx] for c in ("bucket", "q_value", "last_loss"))
             source = f"current state, epoch {store.epoch}"
     else:
-        n = _summary_n(run)
-        full = [(e, p) for e, p in run.history_files().items()
-                if pl.scan_parquet(p).select(pl.len()).collect().item() == n]
+        s = read_summary(run.root)
+        full = s.filter(pl.col("snapshot") & (pl.col("history_rows") == pl.col("n_samples")))["epoch"].to_list()
         if not full:
             raise InputError(f"{run.root}: no state file and no full history snapshot to draw distributions from")
-        epoch, path = full[-1]
-        df = pl.read_parquet(path, columns=["bucket", "q_value", "last_loss", "pruned"])
+        epoch = full[-1]
+        table, _ = read_history_file(run.epoch_path(epoch), SNAPSHOT_FILE, expected_n=int(s["n_samples"][0]))
+        df = pl.from_arrow(table.select(["bucket", "q_value", "last_loss", "pruned"]))
         codes = df["bucket"].cast(pl.Enum(list(BUCKET_NAMES))).to_physical().to_numpy().astype(np.int8)
         idx, totals = _pick(codes, ~df["pruned"].to_numpy(), per_bucket, rng)
         bucket, q, loss = codes[idx], df["q_value"].to_numpy()[idx], df["last_loss"].to_numpy()[idx]
@@ -217,7 +218,3 @@ def _pick(bucket: np.ndarray, live: np.ndarray, per_bucket: int, rng: np.random.
         picks.append(idx)
     return np.sort(np.concatenate(picks)), totals
 
-
-def _summary_n(run: Run) -> int:
-    s = read_summary(run.root)
-    return int(s["n_samples"][0]) if s.height else -1

@@ -26,8 +26,10 @@ __all__ = [
     "initial_columns",
 ]
 
-# Bumped whenever the column layout changes; files of another version are refused on open.
-SCHEMA_VERSION = 1
+# Bumped whenever the file layout changes; files of another version are refused on open.
+# 1: the columns below. 2: the same columns, plus a checksum of the data (``geko.checksum`` in the
+# schema metadata, and in the live file's sidecar), verified on open.
+SCHEMA_VERSION = 2
 
 # Number of recent losses kept per sample for the quality (stability) signal.
 LOSS_WINDOW = 5

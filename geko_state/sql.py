@@ -20,7 +20,12 @@
                     kept in the summary, whatever the history density (null when unknown).
 =================== =====================================================================
 
-Views over files re-read them at each query, so a connection sees epochs recorded after it opened.
+``connect`` first verifies the state file and every history file against their checksums
+(one full read of each; a corrupt file raises :class:`~geko_state.errors.StateFileError` or
+:class:`~geko_state.errors.HistoryFileError` naming it), then pins ``history`` and ``epochs`` to
+the epochs the summary listed at that moment: while training keeps recording, a connection sees
+whole epochs only, consistently across views; connect again to see later epochs. ``samples`` is
+the live memory map of the state file, as of the trainer's last ``flush()``.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ import duckdb
 import polars as pl
 
 from .errors import InputError
-from .history import HISTORY_SCHEMA, SUMMARY_SCHEMA, TRANSITION_COLUMNS
+from .history import HISTORY_SCHEMA, TRANSITION_COLUMNS, verified_history
 from .run import Run, open_run
 from .schema import Bucket
 
@@ -74,27 +79,25 @@ def connect(run_dir: str | os.PathLike) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the run's views (see the module docstring).
 
     Views whose files do not exist yet are empty, with their usual columns. The state is opened
-    read-only; ``samples`` reflects it as of the last ``flush()`` of the training process.
+    read-only; ``samples`` reflects it as of the last ``flush()`` of the training process. Every
+    file is verified first, and the history must describe as many samples as the state.
     """
     from .store import StateStore
 
     run: Run = open_run(run_dir)
+    store = StateStore.open(run.state_path, mode="r") if run.state_path.is_file() else None
+    hist = verified_history(run.root, n_samples=None if store is None else store.n_samples)
     con = duckdb.connect(":memory:")
-    if run.state_path.is_file():
-        store = StateStore.open(run.state_path, mode="r")
+    if store is not None:
         # register() keeps the Arrow table, whose buffers keep the memory map alive.
         con.register("samples", store.to_arrow())
-    if run.history_files():
-        con.sql(
-            f"CREATE VIEW history AS SELECT * FROM read_parquet({_literal(run.history_glob)}, "
-            "hive_partitioning = false)"
-        )
+    if hist.snapshots:
+        # The verified files by name, not a glob: a file recorded later is not in this view.
+        files = ", ".join(_literal(p) for p in hist.snapshots.values())
+        con.sql(f"CREATE VIEW history AS SELECT * FROM read_parquet([{files}], hive_partitioning = false)")
     else:
         con.register("history", HISTORY_SCHEMA.empty_table())
-    if run.epochs_path.is_file():
-        con.sql(f"CREATE VIEW epochs AS SELECT * FROM read_parquet({_literal(run.epochs_path)})")
-    else:
-        con.register("epochs", SUMMARY_SCHEMA.empty_table())
+    con.register("epochs", hist.summary)  # small: the verified copy itself
     con.sql(f"CREATE VIEW transitions AS {_transitions_sql()}")
     con.sql(f"CREATE VIEW transition_counts AS {_transition_counts_sql()}")
     return con

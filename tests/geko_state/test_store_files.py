@@ -37,7 +37,7 @@ def test_mmap_file_reopens_equal_and_is_readable_by_arrow_polars_duckdb(tmp_path
     disk.flush()
     # other readers see the flushed state through the file itself
     table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
-    assert table.num_rows == 500 and table.schema.metadata[b"geko.schema_version"] == b"1"
+    assert table.num_rows == 500 and table.schema.metadata[b"geko.schema_version"] == b"2"
     np.testing.assert_array_equal(table["q_value"].to_numpy(), mem.column("q_value"))
     df = pl.read_ipc(path)
     assert df["bucket"].cast(pl.String).to_list() == mem.to_polars()["bucket"].cast(pl.String).to_list()
@@ -162,13 +162,13 @@ def test_corrupt_sidecar_is_refused(tmp_path):
     path = tmp_path / "s.arrow"
     StateStore.create(5, path).close()
     side = tmp_path / "s.arrow.json"
-    meta = json.loads(side.read_text())
+    doc = json.loads(side.read_text())
     side.write_text("{not json")
     with pytest.raises(StateFileError, match="s.arrow.json"):
         StateStore.open(path)
-    meta["n_samples"] = 6
-    side.write_text(json.dumps(meta))
-    with pytest.raises(StateFileError, match="another sample count"):
+    doc["meta"]["n_samples"] = 6  # metadata no longer matches the checksum
+    side.write_text(json.dumps(doc))
+    with pytest.raises(StateFileError, match="s.arrow: state data does not match its checksum"):
         StateStore.open(path)
 
 
