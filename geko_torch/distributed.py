@@ -47,6 +47,7 @@ __all__ = [
     "is_main_process",
     "pack_observations",
     "replica_path",
+    "share_engine_cores",
 ]
 
 HEADER_BYTES = 16
@@ -103,6 +104,8 @@ def pack_observations(
     n = int(ids.shape[0])
     m = max(0, min(n - start, slots))
     dev = values.device
+    if dev.type == "cpu":  # numpy: a tenth of the cost of a dozen small torch ops
+        return torch.from_numpy(_pack_numpy(ids.numpy(), values.numpy(), n, m, start, slots, bad))
     buf = torch.zeros(HEADER_BYTES + BYTES_PER_SLOT * slots, dtype=torch.uint8, device=dev)
     buf[:HEADER_BYTES] = torch.tensor([n, bad], dtype=torch.int64).view(torch.uint8).to(dev)
     if m:
@@ -116,6 +119,22 @@ def pack_observations(
         o += 4 * slots
         flags = (values[2, sl] > 0).to(torch.uint8) * _CORRECT + (values[3, sl] > 0).to(torch.uint8) * _VALID
         buf[o:o + m] = flags
+    return buf
+
+
+def _pack_numpy(ids: np.ndarray, values: np.ndarray, n: int, m: int, start: int, slots: int, bad: int) -> np.ndarray:
+    buf = np.zeros(HEADER_BYTES + BYTES_PER_SLOT * slots, dtype=np.uint8)
+    buf[:HEADER_BYTES].view(np.int64)[:] = (n, bad)
+    if m:
+        sl = slice(start, start + m)
+        o = HEADER_BYTES
+        buf[o:o + 8 * m].view(np.int64)[:] = ids[sl]
+        o += 8 * slots
+        buf[o:o + 4 * m].view(np.float32)[:] = values[0, sl]
+        o += 4 * slots
+        buf[o:o + 4 * m].view(np.float32)[:] = values[1, sl]
+        o += 4 * slots
+        buf[o:o + m] = (values[2, sl] > 0) * np.uint8(_CORRECT) + (values[3, sl] > 0) * np.uint8(_VALID)
     return buf
 
 
@@ -199,9 +218,26 @@ class _InFlight:
         return decode_gathered(rounds)
 
 
+def share_engine_cores(local_world_size: int) -> int:
+    """Cap the engine's numba threads at this rank's share of the node's cores; returns the count.
+
+    Every rank applies every observation, so the engine runs on all ranks of a node at once; each
+    one's parallel kernels would otherwise start a thread per core and spin against the others
+    (measured on 2 ranks x 2 cores: a 1,024-observation apply took ~5 ms instead of ~0.3 ms).
+    """
+    import numba
+
+    share = max(1, (os.cpu_count() or 1) // max(1, local_world_size))
+    if numba.get_num_threads() > share:
+        numba.set_num_threads(share)
+    return numba.get_num_threads()
+
+
 class ObservationExchange:
     """All-gathers observations among the ranks of ``group`` (default: a new group over every
-    rank; creating it is collective, so build the exchange on every rank at the same point)."""
+    rank; creating it is collective, so build the exchange on every rank at the same point).
+    The engine's numba threads are capped at this rank's share of the node's cores
+    (:func:`share_engine_cores`; ``LOCAL_WORLD_SIZE`` from torchrun, else the group's size)."""
 
     def __init__(self, group: Any = None) -> None:
         dist = _dist()
@@ -214,6 +250,7 @@ class ObservationExchange:
         self.world_size = dist.get_world_size(self.group)
         backend = str(dist.get_backend(self.group)).lower()
         self.device = torch.device("cuda", torch.cuda.current_device()) if "nccl" in backend else torch.device("cpu")
+        self.engine_threads = share_engine_cores(int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size)))
         self.slots = 0  # agreed per-rank capacity; grows with the largest count seen
         self.exchanges = 0
         self.bytes_sent = 0

@@ -223,8 +223,10 @@ class GEKOTracker:
     def _record_distributed(self, ids: torch.Tensor, values: torch.Tensor, n_samples: int) -> None:
         ids = ids.cpu()
         n = int(ids.shape[0])
-        out = (ids < 0) | (ids >= n_samples)
-        bad = int(torch.nonzero(out)[0, 0]) if bool(out.any()) else -1
+        host = ids.numpy()
+        bad = -1
+        if n and (host.min() < 0 or host.max() >= n_samples):
+            bad = int(np.flatnonzero((host < 0) | (host >= n_samples))[0])
         if self.sampler is not None:
             pad = self.sampler.padding_mask(n)
             if pad.any():  # trained to keep the ranks in step, but not observed (counted once already)
@@ -266,8 +268,11 @@ class GEKOTracker:
         if not self._local:
             return
         local, self._local = self._local, []
-        ids = torch.cat([x.ids for x in local])
-        values = torch.cat([x.values for x in local], dim=1)
+        if len(local) == 1:
+            ids, values = local[0].ids, local[0].values
+        else:
+            ids = torch.cat([x.ids for x in local])
+            values = torch.cat([x.values for x in local], dim=1)
         bad, offset = -1, 0
         for x in local:
             if x.bad >= 0:
