@@ -60,6 +60,11 @@ class EfficiencyReport:
         return self.n_samples * self.n_epochs
 
     @property
+    def skipped_nonfinite(self) -> int:
+        """Observations dropped for a non-finite loss or confidence (``nan_policy="skip"``)."""
+        return int(self.epochs["skipped_nonfinite"].sum())
+
+    @property
     def compute_saved(self) -> float:
         """Share of the full-data sample passes not spent."""
         return 1.0 - self.samples_trained / self.full_data_passes
@@ -124,6 +129,13 @@ class EfficiencyReport:
             f"compute: {_fmt_int(self.samples_trained)} sample passes of {_fmt_int(self.full_data_passes)} "
             f"for N x epochs -> {100 * self.compute_saved:.1f}% saved",
         ]
+        if self.skipped_nonfinite:
+            per_epoch = ", ".join(
+                f"epoch {r['epoch']}: {_fmt_int(r['skipped_nonfinite'])}"
+                for r in e.iter_rows(named=True) if r["skipped_nonfinite"]
+            )
+            lines.append(f"non-finite results skipped (nan_policy='skip'): {_fmt_int(self.skipped_nonfinite)} "
+                         f"({per_epoch})")
         last = e.row(-1, named=True)
         n = self.n_samples
         acc = "n/a" if last["accuracy"] is None else f"{100 * last['accuracy']:.1f}%"

@@ -99,4 +99,6 @@ class PartitionStats:
         line = f"[GEKO] Epoch {self.epoch} Partition: " + " | ".join(parts)
         if self.pruned:
             line += f" | pruned: {self.pruned}"
+        if self.skipped_nonfinite:
+            line += f" | skipped non-finite: {self.skipped_nonfinite}"
         return line

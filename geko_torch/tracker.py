@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from geko_state import HistoryConfig, HistoryWriter, PartitionStats, StateStore
+from geko_state import HistoryConfig, HistoryWriter, NanPolicy, PartitionStats, StateStore
 from geko_state.errors import InputError
 
 from .distributed import ObservationExchange, dist_rank_world
@@ -200,7 +200,7 @@ class GEKOTracker:
         if self.exchange is not None:
             self._record_distributed(ids, values, n_samples)
             return
-        self._last_mask = values[3]
+        self._last_mask = self._loss_mask(values)
         # Ids come from the DataLoader on the host, so checking them costs no device sync; the
         # store checks again (device-resident ids included) before applying anything.
         if not ids.is_cuda and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= n_samples):
@@ -232,12 +232,20 @@ class GEKOTracker:
             if pad.any():  # trained to keep the ranks in step, but not observed (counted once already)
                 values[3, torch.from_numpy(pad).to(values.device)] = 0.0
             self.sampler.advance(n)
-        self._last_mask = values[3]
+        self._last_mask = self._loss_mask(values)
         self._local.append(_Local(ids, values, bad))
         if len(self._local) >= self.sync_every:
             self._send()
             # Apply every exchange but the newest: the same point on every rank (see module docs).
             self._drain(keep=1)
+
+    def _loss_mask(self, values: torch.Tensor) -> torch.Tensor:
+        """Which samples of the batch the training loss averages: valid ones (a label token, not a
+        padding draw) and, under ``nan_policy="skip"``, only those with a finite result (the store
+        skips and counts the others; their loss must not reach backward either)."""
+        if self.store.config.nan_policy is NanPolicy.SKIP:
+            return values[3] * (torch.isfinite(values[0]) & torch.isfinite(values[1]))
+        return values[3]
 
     def global_mean(self, losses: torch.Tensor) -> torch.Tensor:
         """The loss to backpropagate for the batch just recorded: the mean of ``losses`` (float
@@ -245,9 +253,10 @@ class GEKOTracker:
         token. Under torch.distributed it is the mean over the whole global batch (every rank's
         samples; draws that only pad a shard weigh 0), scaled so that DDP's average of the ranks'
         gradients equals the gradient of one process training that global batch. Costs one
-        scalar all-reduce per step there (no host sync on NCCL).
+        scalar all-reduce per step there (no host sync on NCCL). Under ``nan_policy="skip"``
+        samples with a non-finite loss or confidence weigh 0 too.
         """
-        mask = getattr(self, "_last_mask", None)
+        mask = self._last_mask
         if mask is None or mask.shape != losses.shape:
             raise InputError(
                 f"global_mean(losses) takes the [B] losses of the batch just recorded (tracker.loss / "
@@ -313,8 +322,19 @@ class GEKOTracker:
             ids, v = ids[keep], v[:, keep]
         if ids.shape[0] == 0:
             return
-        with torch_threads_kept():
-            applied = self.store.observe(ids, v[0], v[1], v[2] > 0)
+        try:
+            with torch_threads_kept():
+                applied = self.store.observe(ids, v[0], v[1], v[2] > 0)
+        except InputError as e:
+            bad = ids[~(np.isfinite(v[0]) & np.isfinite(v[1]))]
+            if bad.size == 0:
+                raise
+            raise InputError(
+                f"non-finite loss or confidence for sample id(s) {bad[:8].tolist()} in epoch {self.store.epoch + 1} "
+                f"({e}). Set GEKOConfig(nan_policy='skip') to skip such results: they are counted "
+                "(PartitionStats.skipped_nonfinite, the history and `geko report`) and weigh 0 in the loss; "
+                "under fp16 the GradScaler then skips the optimizer step of an overflowing batch"
+            ) from None
         self.epoch_stats.observed += applied
         if applied == ids.shape[0]:
             self.epoch_stats.loss_sum += float(np.sum(v[0], dtype=np.float64))

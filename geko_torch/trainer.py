@@ -419,12 +419,16 @@ class GEKOTrainer:
             self.scaler.unscale_(opt)
         if a.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), a.max_grad_norm)
+        stepped = True
         if self.scaler is not None:
-            self.scaler.step(opt)
+            scale = self.scaler.get_scale()
+            self.scaler.step(opt)  # skipped when the fp16 gradients overflowed
             self.scaler.update()
+            stepped = self.scaler.get_scale() >= scale  # the scale only drops after a skipped step
         else:
             opt.step()
-        self.scheduler.step()
+        if stepped:  # as transformers.Trainer: the schedule follows the steps actually taken
+            self.scheduler.step()
         opt.zero_grad(set_to_none=True)
         self.global_step += 1
 
@@ -601,6 +605,7 @@ class GEKOTrainer:
             "compute_saved": report.compute_saved,
             "samples_mastered": 0 if stats is None else stats.counts[Bucket.FREEZE] + stats.pruned,
             "pruned": self.get_pruned_count(),
+            "skipped_nonfinite": self.store.skipped_total,  # nan_policy="skip": results not observed
             "train_accuracy": float("nan") if stats is None else stats.accuracy,
             "train_loss": next((r["train_loss"] for r in reversed(self.log_history)
                                 if "train_loss" in r and "samples_trained" in r), float("nan")),
@@ -665,6 +670,8 @@ class GEKOTrainer:
             f"  Train accuracy    : {100 * m['train_accuracy']:.1f}% (seen samples, last epoch)",
             f"  Avg loss          : {m['train_loss']:.4f} (last epoch)",
         ]
+        if m.get("skipped_nonfinite"):
+            lines.append(f"  Skipped non-finite: {m['skipped_nonfinite']:,} results (nan_policy='skip')")
         if "eval_loss" in m:
             lines.append(f"  Eval loss / acc   : {m['eval_loss']:.4f} / {100 * m['eval_accuracy']:.1f}%")
         lines += [f"  Time              : {m['train_seconds']:.1f} s", "=" * 60]
