@@ -259,7 +259,8 @@ class GEKOTrainerMixin:
     (``fn(outputs, batch) -> Tensor[B]``), ``geko_stop_when_mastered`` (stop after an epoch whose
     state is mastered; GEKO selection only), ``geko_selection`` (a
     :class:`~geko_state.selection.SelectionConfig` or a policy name: ``"geko"``, or the baselines
-    ``"uniform"``, ``"infobatch"``, ``"random_subset"``).
+    ``"uniform"``, ``"infobatch"``, ``"random_subset"``), ``geko_sync_every`` (under torch.distributed:
+    exchange the ranks' observations every this many micro-batches; default every one).
     """
 
     def __init__(
@@ -277,6 +278,7 @@ class GEKOTrainerMixin:
         geko_compute_correctness: Callable[[Any, Any], torch.Tensor] | None = None,
         geko_stop_when_mastered: bool = True,
         geko_selection: SelectionConfig | str | None = None,
+        geko_sync_every: int = 1,
         **kwargs: Any,
     ) -> None:
         config = GEKO_DEFAULT if geko_config is None else geko_config
@@ -287,6 +289,8 @@ class GEKOTrainerMixin:
             selection = SelectionConfig.coerce(geko_selection)
         except ConfigError as e:
             raise ConfigError(f"geko_selection: {e}") from None
+        if isinstance(geko_sync_every, bool) or not isinstance(geko_sync_every, int) or geko_sync_every < 1:
+            raise ConfigError(f"geko_sync_every must be an integer >= 1, got {geko_sync_every!r}")
         if geko_history is not None and not isinstance(geko_history, HistoryConfig):
             raise ConfigError(f"geko_history must be a HistoryConfig, got {type(geko_history).__name__}")
         if geko_task != "auto":
@@ -312,6 +316,7 @@ class GEKOTrainerMixin:
         self._geko_correctness_fn = geko_compute_correctness
         self._geko_stop_when_mastered = bool(geko_stop_when_mastered)
         self._geko_selection = selection
+        self._geko_sync_every = geko_sync_every
         self._geko_run = Run(Path(geko_run_dir) if geko_run_dir is not None else Path(self.args.output_dir) / "geko")
         self._geko_store: StateStore | None = None
         self._geko_sampler: GEKOSampler | None = None
@@ -468,7 +473,7 @@ class GEKOTrainerMixin:
             task=self._geko_task, correct_loss_below=self._geko_correct_loss_below,
             token_accuracy=self._geko_token_accuracy, compute_confidence=self._geko_confidence_fn,
             compute_correctness=self._geko_correctness_fn, record_history=self._geko_is_main(),
-            process_group=self._geko_process_group(),
+            process_group=self._geko_process_group(), sync_every=self._geko_sync_every,
         )
 
     def _geko_ensure(self) -> None:

@@ -12,7 +12,8 @@ The test also calls :func:`run_scenario` in its own process for the one-rank run
   every rank's state digest) and ``model.safetensors`` (final weights), other ranks
   ``result-<rank>.json``.
 * ``stop=FULL_DIR``: the same run stopped by a callback (with a checkpoint) two optimizer steps
-  into the first epoch of ``FULL_DIR``'s run that trains fewer than N samples.
+  into the first epoch of ``FULL_DIR``'s run that trains fewer than N samples; observations are
+  exchanged every 3 micro-batches (``geko_sync_every=3``).
 * ``resume=STOP_DIR``: the same run resumed from ``STOP_DIR``'s checkpoint (another model
   initialisation: the weights must come from the checkpoint), to the end.
 * ``sgd=avg|noavg|ref``: two epochs of plain SGD, HF's loss logged every step, with
@@ -160,6 +161,7 @@ def run_scenario(out: Path, scenario: str) -> None:
     seed = 0
     result: dict = {}
     kw: dict = {}
+    sync_every = 1
     if name == "sgd":
         # Plain SGD is linear in the gradient (AdamW hides a constant factor on the loss): a wrong
         # world-size scaling or sample count shows in the weights. average_tokens_across_devices
@@ -173,6 +175,7 @@ def run_scenario(out: Path, scenario: str) -> None:
         k = _stop_step(json.loads((Path(value) / "result.json").read_text()))
         callbacks.append(StopAt(k))
         result["stop_step"] = k
+        sync_every = 3  # exchanging every 3 micro-batches changes when, never what, is applied
     elif name == "resume":
         k = json.loads((Path(value) / "result.json").read_text())["stop_step"]
         resume = str(Path(value) / f"checkpoint-{k}")
@@ -181,7 +184,7 @@ def run_scenario(out: Path, scenario: str) -> None:
         raise SystemExit(f"unknown scenario {name!r}")
     trainer = GEKOHFTrainer(
         model=tiny_bert_classifier(seed=seed), args=_args(d, w, **kw), train_dataset=items(), callbacks=callbacks,
-        geko_config=CONFIG, geko_replacement=False,
+        geko_config=CONFIG, geko_replacement=False, geko_sync_every=sync_every,
     )
     rec.trainer = trainer
     out_ = trainer.train(resume_from_checkpoint=resume)
