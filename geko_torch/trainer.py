@@ -185,6 +185,8 @@ class GEKOTrainer:
         self._loader_generator: torch.Generator | None = None
         self.log_history: list[dict[str, Any]] = []
         self._finished = False
+        self._stop_requested = False  # request_stop(); read between optimizer steps
+        self._stop_agreed = False
 
     # ------------------------------------------------------------------ construction helpers
     def _pick_device(self, requested: str | None) -> torch.device:
@@ -343,6 +345,7 @@ class GEKOTrainer:
         a = self.args
         if self._finished:
             raise InputError("training already finished; build a new GEKOTrainer to train again")
+        self._stop_requested = self._stop_agreed = False
         self._print_header()
         model, opt = self.model, self.optimizer
         accum = a.gradient_accumulation_steps
@@ -397,7 +400,9 @@ class GEKOTrainer:
                 self._log(self.evaluate())
         elapsed = time.perf_counter() - t_start
         if stopped_early:
-            return {"global_step": self.global_step, "stopped_at_max_steps": True}
+            key = "stopped_by_request" if self._stop_agreed else "stopped_at_max_steps"
+            return {"global_step": self.global_step, key: True,
+                    "checkpoint": str(self.run.root / f"checkpoint-{self.global_step}")}
         self._finished = True
         if a.save_at_end:
             self.save_checkpoint(self.run.root / f"checkpoint-{self.global_step}")
@@ -432,8 +437,29 @@ class GEKOTrainer:
         opt.zero_grad(set_to_none=True)
         self.global_step += 1
 
+    def request_stop(self) -> None:
+        """Stop training at the next optimizer-step boundary, with a checkpoint there: ``train()``
+        then returns ``{"stopped_by_request": True, "checkpoint": ...}`` and
+        ``load_checkpoint(that)`` + ``train()`` continues exactly. Safe to call from another thread
+        or a signal handler. Under torch.distributed the ranks agree on it every ``logging_steps``
+        steps (one all-reduce then), so a request on any rank stops every rank at the same step."""
+        self._stop_requested = True
+
+    def _stop_now(self, step: int) -> bool:
+        if self.world_size == 1:
+            self._stop_agreed = self._stop_requested
+        elif step % self.args.logging_steps == 0:
+            import torch.distributed as dist
+
+            dev = self.tracker.exchange.device if self.tracker.exchange is not None else torch.device("cpu")
+            flag = torch.tensor([1.0 if self._stop_requested else 0.0], device=dev)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self._stop_agreed = bool(flag.item())
+        return self._stop_agreed
+
     def _after_step(self) -> bool:
-        """Logging, evaluation and checkpoints due at this step; True when max_steps is reached."""
+        """Logging, evaluation and checkpoints due at this step; True when max_steps is reached or a
+        stop was requested."""
         a, step = self.args, self.global_step
         if step % a.logging_steps == 0:
             self._log({"step": step, "epoch": self.store.epoch, "train_loss": self.tracker.epoch_mean_loss,
@@ -441,7 +467,7 @@ class GEKOTrainer:
                        "phase": (p.value if (p := self.sampler.phase()) else None)})
         if self.eval_dataset is not None and step % a.eval_steps == 0:
             self._log(self.evaluate())
-        done = a.max_steps is not None and step >= a.max_steps
+        done = (a.max_steps is not None and step >= a.max_steps) or self._stop_now(step)
         if step % a.save_steps == 0 or done:
             self.save_checkpoint(self.run.root / f"checkpoint-{step}")
         return done
