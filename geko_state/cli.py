@@ -44,6 +44,21 @@ def command(name: str, help: str, example: str):
     return deco
 
 
+def int_at_least(low: int) -> Callable[[str], int]:
+    """argparse type: an integer >= ``low`` (argparse names the option in its error)."""
+    def conv(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {v}")
+        return v
+
+    conv.__name__ = f"int>={low}"
+    return conv
+
+
 def _fmt_int(v: int) -> str:
     return f"{v:,}"
 
@@ -51,13 +66,14 @@ def _fmt_int(v: int) -> str:
 @command("inspect", "Show a state file's metadata, configuration and bucket counts.", "geko inspect runs/sim/state.arrow")
 def _inspect():
     def configure(p: argparse.ArgumentParser) -> None:
-        p.add_argument("state", type=Path, help="a state file or checkpoint (.arrow)")
+        p.add_argument("state", type=Path, help="a state file or checkpoint (.arrow), or a run directory")
         p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
     def run(args: argparse.Namespace) -> int:
+        from .run import state_file
         from .store import StateStore
 
-        with StateStore.open(args.state, mode="r") as store:
+        with StateStore.open(state_file(args.state), mode="r") as store:
             counts = store.bucket_counts()
             info = {
                 "path": str(args.state),
@@ -93,15 +109,16 @@ def _inspect():
 )
 def _simulate():
     def configure(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--n", type=int, default=100_000, help="number of samples (default 100000)")
-        p.add_argument("--epochs", type=int, default=8, help="epochs to run (default 8)")
+        p.add_argument("--n", type=int_at_least(1), default=100_000, help="number of samples (default 100000)")
+        p.add_argument("--epochs", type=int_at_least(1), default=8, help="epochs to run (default 8)")
         p.add_argument("--preset", choices=sorted(PRESETS), default="balanced", help="GEKOConfig preset (default balanced)")
         p.add_argument("--budget", default="trainable", help="'trainable' (default), 'full', a count or a fraction")
-        p.add_argument("--prune-after", type=int, default=0, help="prune samples frozen this many epochs in a row (0: never)")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--prune-after", type=int_at_least(0), default=0,
+                       help="prune samples frozen this many epochs in a row (0: never)")
+        p.add_argument("--seed", type=int_at_least(0), default=0)
         p.add_argument("--out", type=Path, default=None,
                        help="run directory: state file, checkpoint, history and epoch summary")
-        p.add_argument("--history-every", type=int, default=1,
+        p.add_argument("--history-every", type=int_at_least(1), default=1,
                        help="with --out: per-sample history snapshot every this many epochs (default 1)")
         p.add_argument("--history-changed-only", action="store_true",
                        help="with --out: snapshots hold only the samples whose bucket changed")
@@ -109,19 +126,26 @@ def _simulate():
     def run(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
+        from .errors import InputError
         from .history import HistoryConfig, HistoryWriter
         from .planning import parse_budget_text
         from .run import Run
         from .simulate import SyntheticTask, simulate
         from .store import StateStore
 
-        budget = parse_budget_text(args.budget)
+        # Everything that can refuse the input runs before anything is written.
+        try:
+            budget = parse_budget_text(args.budget)
+        except InputError as e:
+            raise InputError(f"--budget {args.budget!r}: {e}") from None
         config = PRESETS[args.preset].replace(prune_frozen_after=args.prune_after, log_bucket_stats=False)
+        cfg = HistoryConfig(every=args.history_every, changed_only=args.history_changed_only)
+        if args.out is not None and args.out.exists() and not args.out.is_dir():
+            raise InputError(f"--out {args.out}: exists and is not a directory; expected a run directory")
         path, writer = None, None
         if args.out is not None:
             args.out.mkdir(parents=True, exist_ok=True)
             path = args.out / "state.arrow"
-            cfg = HistoryConfig(every=args.history_every, changed_only=args.history_changed_only)
             # A new simulation replaces the directory's state, so its old history goes too.
             run_dir = Run(args.out)
             for old in [run_dir.epochs_path, *run_dir.history_files().values()]:

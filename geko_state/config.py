@@ -18,6 +18,7 @@ __all__ = [
     "PRESETS",
     "GEKOConfig",
     "NanPolicy",
+    "preset",
 ]
 
 
@@ -44,10 +45,16 @@ def known_fields(cls: type, data: Any) -> dict[str, Any]:
     """A copy of ``data`` for ``cls.from_dict``: ConfigError unless it is a dict of ``cls``'s fields."""
     if not isinstance(data, dict):
         raise ConfigError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
-    unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-    if unknown:
-        raise ConfigError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+    reject_unknown(cls, data)
     return dict(data)
+
+
+def reject_unknown(cls: type, keys: Any) -> None:
+    """ConfigError naming the keys that are not fields of the dataclass ``cls``, and its fields."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = set(keys) - set(names)
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no field(s) {sorted(map(str, unknown))}; expected names from {names}")
 
 
 @dataclass(frozen=True)
@@ -79,9 +86,10 @@ class GEKOConfig:
         set_ = lambda k, v: object.__setattr__(self, k, v)
         for name in ("freeze_confidence", "freeze_quality", "focus_confidence", "min_q_for_freeze"):
             set_(name, _check_unit(name, getattr(self, name)))
-        if self.mastered_fraction == 0:
-            raise ConfigError("GEKOConfig.mastered_fraction must be a number in (0, 1], got 0")
-        set_("mastered_fraction", _check_unit("mastered_fraction", self.mastered_fraction))
+        mf = self.mastered_fraction
+        if isinstance(mf, bool) or not isinstance(mf, (int, float)) or not 0.0 < float(mf) <= 1.0:
+            raise ConfigError(f"GEKOConfig.mastered_fraction must be a number in (0, 1], got {mf!r}")
+        set_("mastered_fraction", float(mf))
 
         bw = self.bucket_weights
         if (
@@ -131,9 +139,7 @@ class GEKOConfig:
 
     def replace(self, **changes: Any) -> GEKOConfig:
         """A validated copy with some fields changed."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ConfigError(f"GEKOConfig has no field(s) {sorted(unknown)}")
+        reject_unknown(type(self), changes)
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,12 +152,7 @@ class GEKOConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GEKOConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"GEKOConfig.from_dict expects a dict, got {type(data).__name__}")
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ConfigError(f"GEKOConfig has no field(s) {sorted(unknown)}")
-        data = dict(data)
+        data = known_fields(cls, data)
         if "bucket_weights" in data and isinstance(data["bucket_weights"], list):
             data["bucket_weights"] = tuple(data["bucket_weights"])
         return cls(**data)
@@ -177,3 +178,10 @@ PRESETS: dict[str, GEKOConfig] = {
     "balanced": GEKO_BALANCED,
     "conservative": GEKO_CONSERVATIVE,
 }
+
+
+def preset(name: str) -> GEKOConfig:
+    """The preset config called ``name`` (a key of :data:`PRESETS`); ConfigError listing them otherwise."""
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ConfigError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
+    return PRESETS[name]

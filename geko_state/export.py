@@ -72,10 +72,15 @@ ID_FORMATS: dict[str, Callable[[np.ndarray, Path], None]] = {".txt": _ids_txt, "
 def parse_buckets(keep: str | Bucket | Iterable[str | Bucket]) -> tuple[Bucket, ...]:
     """Buckets from names or members: ``"HARD,FOCUS"``, ``["hard", Bucket.FOCUS]``, ``Bucket.HARD``."""
     items: Iterable[str | Bucket]
+    names = [b.name for b in Bucket]
     if isinstance(keep, (str, Bucket)):
         items = keep.split(",") if isinstance(keep, str) else [keep]
-    else:
+    elif isinstance(keep, Iterable):
         items = keep
+    else:
+        raise InputError(
+            f"keep must be bucket names (e.g. 'HARD,FOCUS' or ['HARD', 'FOCUS']) from {names}, got {keep!r}"
+        )
     out: list[Bucket] = []
     for item in items:
         if isinstance(item, Bucket):
@@ -83,11 +88,11 @@ def parse_buckets(keep: str | Bucket | Iterable[str | Bucket]) -> tuple[Bucket, 
         elif isinstance(item, str) and item.strip().upper() in Bucket.__members__:
             b = Bucket[item.strip().upper()]
         else:
-            raise InputError(f"keep: unknown bucket {item!r}; expected names from {[b.name for b in Bucket]}")
+            raise InputError(f"keep: unknown bucket {item!r}; expected names from {names}")
         if b not in out:
             out.append(b)
     if not out:
-        raise InputError(f"keep: name at least one bucket from {[b.name for b in Bucket]}")
+        raise InputError(f"keep: name at least one bucket from {names}")
     return tuple(out)
 
 

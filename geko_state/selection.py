@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import known_fields
+from .config import known_fields, reject_unknown
 from .errors import ConfigError, InputError
 from .planning import Budget, BudgetKind, EpochPlan, parse_budget
 from .schema import Bucket
@@ -112,9 +112,7 @@ class SelectionConfig:
 
     def replace(self, **changes: Any) -> SelectionConfig:
         """A validated copy with some fields changed."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ConfigError(f"SelectionConfig has no field(s) {sorted(unknown)}")
+        reject_unknown(type(self), changes)
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

@@ -65,6 +65,10 @@ def _as_1d(name: str, value: Any, dtype: type) -> np.ndarray:
     if dtype is np.int64:
         if arr.size and not np.issubdtype(arr.dtype, np.integer):
             raise InputError(f"observe: {name} must hold integer sample ids, got dtype {arr.dtype}")
+        if arr.dtype == np.uint64 and arr.size and (arr > np.iinfo(np.int64).max).any():
+            # The int64 cast would wrap these into negative ids and the error would show those.
+            bad = int(np.flatnonzero(arr > np.iinfo(np.int64).max)[0])
+            raise InputError(f"observe: {name}[{bad}] = {arr[bad].item()!r}; expected int64 sample ids (nothing was applied)")
         return arr.astype(np.int64, copy=False)
     if dtype is np.uint8:
         if arr.dtype == np.bool_:
@@ -123,6 +127,8 @@ class StateStore:
             config = GEKOConfig()
         if not isinstance(config, GEKOConfig):
             raise ConfigError(f"config must be a GEKOConfig, got {type(config).__name__}")
+        if storage not in (*_FILE_STORAGE, "memory"):
+            raise InputError(f"storage must be one of {[*_FILE_STORAGE, 'memory']}, got {storage!r}")
         backend = get_kernels(kernels)
         meta = cls._fresh_meta(int(n_samples), config)
         sealed = None
@@ -202,7 +208,9 @@ class StateStore:
     # ------------------------------------------------------------------ properties
     def _cols(self) -> dict[str, np.ndarray]:
         if not self._storage.columns:
-            raise StoreClosedError("this StateStore is closed")
+            raise StoreClosedError(
+                "this StateStore is closed; expected an open store (reopen the file with StateStore.open(path))"
+            )
         return self._storage.columns
 
     @property
@@ -271,7 +279,8 @@ class StateStore:
         """
         cols = self._cols()
         if not self._storage.writable:
-            raise InputError("observe: this store was opened read-only (mode='r')")
+            raise InputError("observe: this store was opened read-only (mode='r'); expected a writable store "
+                             "(StateStore.open(path, mode='r+'))")
         i = _as_1d("ids", ids, np.int64)
         lo = _as_1d("losses", losses, np.float32)
         co = _as_1d("confidences", confidences, np.float32)
@@ -315,7 +324,8 @@ class StateStore:
         """
         cols = self._cols()
         if not self._storage.writable:
-            raise InputError("repartition: this store was opened read-only (mode='r')")
+            raise InputError("repartition: this store was opened read-only (mode='r'); expected a writable store "
+                             "(StateStore.open(path, mode='r+'))")
         cfg = self._config
         epoch = self.epoch + 1
         due = epoch % cfg.repartition_every == 0

@@ -1,18 +1,24 @@
 """Dataset wrapper that tags every item with its int64 ``sample_id``, and a padding collator."""
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from geko_state.errors import ConfigError, InputError
 
-__all__ = ["SAMPLE_ID", "GEKODataset", "PadCollator"]
+__all__ = ["SAMPLE_ID", "GEKODataset", "PadCollator", "SampleIndexError"]
 
 SAMPLE_ID = "sample_id"
+
+
+class SampleIndexError(InputError, IndexError):
+    """A dataset index outside ``[0, len)``."""
 
 
 def _check_item(item: Any, index: int) -> Mapping:
@@ -54,7 +60,17 @@ class GEKODataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        index = int(index)
+        n = len(self.dataset)
+        try:
+            if isinstance(index, bool):
+                raise TypeError
+            index = operator.index(index)  # ints, numpy integers, integer scalar tensors
+        except TypeError:
+            raise InputError(f"GEKODataset index must be an integer sample id in [0, {n}), got {index!r}") from None
+        if not 0 <= index < n:
+            # A negative index would come back tagged with a negative sample_id; IndexError too, so
+            # Python's sequence iteration still stops at the end.
+            raise SampleIndexError(f"GEKODataset index must be a sample id in [0, {n}), got {index}")
         item = _check_item(self.dataset[index], index)
         if SAMPLE_ID in item:
             raise InputError(f"dataset[{index}] already has a {SAMPLE_ID!r} key; GEKO adds it itself")
@@ -79,6 +95,10 @@ class PadCollator:
     padding_side: str = "right"
 
     def __post_init__(self) -> None:
+        for name in ("pad_token_id", "label_pad_id"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise ConfigError(f"{name} must be an integer token id, got {v!r}")
         if self.padding_side not in ("right", "left"):
             raise ConfigError(f"padding_side must be 'right' or 'left', got {self.padding_side!r}")
 

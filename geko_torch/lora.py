@@ -312,6 +312,8 @@ def apply_lora(
     """
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if lora_config is None:
+        _check_hparams(r, alpha, dropout)  # before importing peft: a typo fails fast
     peft = _peft()
     from peft.tuners.tuners_utils import BaseTunerLayer
 
@@ -321,7 +323,6 @@ def apply_lora(
         )
 
     if lora_config is None:
-        _check_hparams(r, alpha, dropout)
         targets = (
             default_target_modules(model) if target_modules is None else _normalise_targets(target_modules)
         )

@@ -37,6 +37,24 @@ def shard_from(ids: np.ndarray, offset: int, rank: int, world_size: int) -> np.n
     return np.ascontiguousarray(rem[rank::world_size])
 
 
+def _state_int(state: dict[str, Any], key: str, default: int | None = None) -> int:
+    """An integer entry of a sampler state (ValueError for anything else, KeyError when missing)."""
+    v = state[key] if default is None else state.get(key, default)
+    if isinstance(v, np.ndarray) and v.ndim == 0:
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise ValueError(f"{key} must be an integer, got {v!r}")
+    return int(v)
+
+
+def _state_ids(state: dict[str, Any], key: str) -> np.ndarray:
+    """An int64 ``[K]`` entry of a sampler state (ValueError for another shape or a non-integer dtype)."""
+    arr = np.asarray(state[key])
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{key} must be a 1-D integer array, got shape {arr.shape} dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
 class GEKOSampler(Sampler[int]):
     """Yields this rank's sample ids of the current epoch's plan.
 
@@ -139,6 +157,8 @@ class GEKOSampler(Sampler[int]):
         """For loops written for ``DistributedSampler``: the plan always follows the store's epoch,
         so this only checks that the loop and the state agree.
         """
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
+            raise InputError(f"set_epoch: epoch must be an integer (the store's epoch, {self.store.epoch}), got {epoch!r}")
         if int(epoch) != self.store.epoch:
             raise InputError(
                 f"set_epoch({epoch}) but the state is at epoch {self.store.epoch}; call "
@@ -162,6 +182,8 @@ class GEKOSampler(Sampler[int]):
 
     def advance(self, n: int) -> None:
         """Mark ``n`` more ids of this rank's shard as trained."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise InputError(f"advance: n must be an integer >= 0 (ids trained), got {n!r}")
         self._current()
         self._consumed = min(self._consumed + int(n), int(self._ids.shape[0]))
 
@@ -231,17 +253,23 @@ class GEKOSampler(Sampler[int]):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue a plan where it stopped, with this sampler's rank and (possibly other) world size."""
+        expected = "expected GEKOSampler.state_dict() output"
+        if not isinstance(state, dict):
+            raise InputError(f"sampler state must be a dict, got {type(state).__name__}; {expected}")
         try:
-            epoch = int(state["epoch"])
-            pos = int(state["global_position"])
-            ids = np.asarray(state["plan_ids"], dtype=np.int64)
-            ends = np.asarray(state["segment_ends"], dtype=np.int64)
+            epoch = _state_int(state, "epoch")
+            pos = _state_int(state, "global_position")
+            seed = _state_int(state, "seed", self.seed)
+            eligible = _state_int(state, "eligible", 0)
+            requested = _state_int(state, "requested", 0)
+            ids = _state_ids(state, "plan_ids")
+            ends = _state_ids(state, "segment_ends")
             phases = tuple(None if p is None else Phase(p) for p in state["phases"])
             weights = state.get("loss_weights")
             if weights is not None:
                 weights = np.asarray(weights)
         except (KeyError, TypeError, ValueError) as e:
-            raise InputError(f"sampler state is malformed ({e!r}); expected GEKOSampler.state_dict() output") from None
+            raise InputError(f"sampler state is malformed ({e!r}); {expected}") from None
         # States written before selection policies existed are GEKO plans.
         policy = state.get("policy", SelectionKind.GEKO.value)
         if policy != self.selection.policy.value:
@@ -259,13 +287,18 @@ class GEKOSampler(Sampler[int]):
                 f"sampler state is for epoch {epoch} but the state store is at epoch {self.store.epoch}; "
                 "restore the store from the same checkpoint"
             )
-        if not 0 <= pos <= ids.shape[0] or (ids.size and (ids.min() < 0 or ids.max() >= self.store.n_samples)):
-            raise InputError("sampler state holds a position or ids outside the plan / store")
-        if int(state.get("seed", self.seed)) != self.seed:
-            raise InputError(f"sampler state was saved with seed={state.get('seed')}, this sampler has seed={self.seed}")
+        if not 0 <= pos <= ids.shape[0]:
+            raise InputError(
+                f"sampler state: global_position {pos} is outside its plan; expected an integer in [0, {ids.shape[0]}]"
+            )
+        if ids.size and (ids.min() < 0 or ids.max() >= self.store.n_samples):
+            raise InputError(
+                f"sampler state: plan_ids hold ids outside the store; expected sample ids in [0, {self.store.n_samples})"
+            )
+        if seed != self.seed:
+            raise InputError(f"sampler state was saved with seed={seed}, this sampler has seed={self.seed}")
         self._plan = EpochPlan(
             ids=ids, seed=self.seed, epoch=epoch, segment_ends=ends, phases=phases,
-            eligible=int(state.get("eligible", 0)), requested=int(state.get("requested", 0)),
-            loss_weights=weights,
+            eligible=eligible, requested=requested, loss_weights=weights,
         )
         self._offset, self._consumed, self._ids = pos, 0, None

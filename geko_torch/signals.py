@@ -80,6 +80,15 @@ def _check_logits(logits: Any, ndim: int, form: str) -> None:
         raise InputError(f"logits must have shape {form} with at least one class, got shape {tuple(logits.shape)}")
 
 
+def _is_number(v: Any) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float))
+
+
+def _check_ignore_index(ignore_index: Any) -> None:
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+        raise InputError(f"ignore_index must be an integer label id (e.g. {IGNORE_INDEX}), got {ignore_index!r}")
+
+
 def _check_labels(labels: Any, logits: torch.Tensor, form: str, ignore_index: int) -> None:
     """Labels must be an integer tensor shaped like ``logits[..., 0]`` with values in [0, V) or ignore_index."""
     if not isinstance(labels, torch.Tensor):
@@ -201,11 +210,12 @@ def causal_lm_signals(
     ``correct_loss_below``, or, with ``token_accuracy`` set, share of argmax hits >= it.
     """
     _check_logits(logits, 3, "[B, T, V]")
+    _check_ignore_index(ignore_index)
     _check_labels(labels, logits, "[B, T]", ignore_index)
-    if not math.isfinite(correct_loss_below):
-        raise InputError(f"correct_loss_below must be a finite float, got {correct_loss_below}")
-    if token_accuracy is not None and not 0.0 <= token_accuracy <= 1.0:
-        raise InputError(f"token_accuracy must be None or a float in [0, 1], got {token_accuracy}")
+    if not _is_number(correct_loss_below) or not math.isfinite(correct_loss_below):
+        raise InputError(f"correct_loss_below must be a finite float, got {correct_loss_below!r}")
+    if token_accuracy is not None and not (_is_number(token_accuracy) and 0.0 <= token_accuracy <= 1.0):
+        raise InputError(f"token_accuracy must be None or a float in [0, 1], got {token_accuracy!r}")
     batch, seq, vocab = logits.shape
     targets = torch.full_like(labels, ignore_index, dtype=torch.long)
     targets[:, :-1] = labels[:, 1:]
@@ -248,6 +258,7 @@ def classification_signals(
     label. A label equal to ``ignore_index`` makes the sample invalid (loss 0, not observed).
     """
     _check_logits(logits, 2, "[B, C]")
+    _check_ignore_index(ignore_index)
     _check_labels(labels, logits, "[B]", ignore_index)
     x = logits.float()  # [B, C] is small: the upcast copy costs nothing worth chunking
     valid = labels != ignore_index

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from geko_state import HistoryConfig
+from geko_state.config import reject_unknown
 from geko_state.errors import ConfigError, InputError
 from geko_state.planning import Budget, BudgetKind, parse_budget
 from geko_state.selection import SelectionConfig
@@ -119,6 +120,8 @@ class GEKOTrainingArgs:
             raise ConfigError(f"selection: {e}") from None
 
     def replace(self, **changes: Any) -> GEKOTrainingArgs:
+        """A validated copy with some fields changed."""
+        reject_unknown(type(self), changes)
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
