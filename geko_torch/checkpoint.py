@@ -12,15 +12,23 @@ Layout of ``checkpoint-<step>/``::
     epochs.parquet               the run's per-epoch summary so far (history of the run)
     trainer_state.json           step counters, tracker counters, settings; written last
 
-The directory is written under a temporary name and renamed, so a checkpoint is either complete
-or absent. Nothing is pickled.
+The directory is written under a temporary name (``.checkpoint-<step>.tmp-<pid>``) and renamed, so
+a checkpoint is either complete or absent; one saved again at the same step is swapped in atomically
+(Linux) and a pruned one is renamed to a hidden name before it is deleted. A visible
+``checkpoint-<step>`` directory is therefore always complete, whenever the writing process is
+killed. What a killed process leaves under hidden names is removed by the next save or resume
+(:func:`remove_leftovers`). Nothing is pickled.
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import random
+import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +46,10 @@ from .sampler import GEKOSampler
 from .serialization import load_tree, save_tree
 from .tracker import GEKOTracker
 
-__all__ = ["load_checkpoint", "restore_state", "rng_state", "save_checkpoint", "set_rng_state", "unwrap_model"]
+__all__ = [
+    "checkpoint_dirs", "latest_checkpoint", "load_checkpoint", "remove_checkpoint", "remove_leftovers",
+    "restore_run_history", "restore_state", "rng_state", "save_checkpoint", "set_rng_state", "unwrap_model",
+]
 
 STATE_FILE = "state.arrow"
 TRAINER_STATE = "trainer_state.json"
@@ -76,8 +87,41 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# Hidden directories of a save or prune in progress: .checkpoint-<step>.<tmp|old|trash>-<pid>.
+_HIDDEN_DIR = re.compile(r"^\.(checkpoint-\d+)\.(tmp|old|trash)-(\d+)$")
+# Temporary files of the run directory's atomic writes (geko_state.io.atomic_path: ".<name>.<random>.tmp").
+_RUN_TEMP_FILES = (".state.arrow.*.tmp", ".epochs.parquet.*.tmp", ".trainer_log.jsonl*.tmp", "history/.epoch=*.tmp")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    platform, the C library or the filesystem cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 def _replace_dir(tmp: Path, path: Path) -> None:
-    """Rename ``tmp`` onto ``path``; an older ``path`` is moved aside first and then removed."""
+    """Rename ``tmp`` onto ``path``. An older ``path`` is swapped out atomically where the system
+    can (readers see the old or the new checkpoint, never neither), else moved aside first (a
+    process killed in between leaves it under ``.<name>.old-<pid>``, which
+    :func:`remove_leftovers` puts back); then it is removed."""
+    if path.exists() and _exchange(tmp, path):
+        fsync_dir(path.parent)
+        shutil.rmtree(tmp, ignore_errors=True)  # the old checkpoint, now under the temporary name
+        return
     old = None
     if path.exists():
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -87,6 +131,123 @@ def _replace_dir(tmp: Path, path: Path) -> None:
     fsync_dir(path.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_checkpoint(path: str | os.PathLike) -> None:
+    """Delete a checkpoint directory without ever showing it half deleted: it is renamed to a
+    hidden name first (atomically), then removed."""
+    path = Path(path)
+    trash = path.with_name(f".{path.name}.trash-{os.getpid()}")
+    shutil.rmtree(trash, ignore_errors=True)
+    try:
+        os.replace(path, trash)
+    except FileNotFoundError:
+        return
+    except OSError:  # e.g. an undeletable earlier trash in the way: delete in place, as best we can
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    fsync_dir(path.parent)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    except OSError:
+        return True  # cannot tell: keep its files
+    return True
+
+
+def remove_leftovers(run_dir: str | os.PathLike, *, temp_files: bool = False) -> list[Path]:
+    """Clean up after processes that were killed while saving or pruning checkpoints in ``run_dir``:
+    hidden ``.checkpoint-<step>.{tmp,old,trash}-<pid>`` directories of processes no longer running
+    are removed, except that an ``old`` one (a complete checkpoint moved aside for a new one of the
+    same step, where that could not be swapped in atomically) is renamed back when its step has no
+    checkpoint. ``temp_files``: also remove the temporary files atomic writes of the run's state,
+    summary, snapshots and log left; only the run's one writer may ask for it, when it is not
+    writing (on resume). Returns what was removed or put back.
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        return []
+    done: list[Path] = []
+    for p in root.iterdir():
+        m = _HIDDEN_DIR.match(p.name)
+        if m is None or not p.is_dir():
+            continue
+        pid = int(m.group(3))
+        if pid == os.getpid() or _process_alive(pid):
+            continue
+        target = root / m.group(1)
+        if m.group(2) == "old" and not target.exists() and (p / TRAINER_STATE).is_file():
+            try:
+                os.rename(p, target)
+                fsync_dir(root)
+                done.append(target)
+                continue
+            except OSError:
+                pass
+        shutil.rmtree(p, ignore_errors=True)
+        done.append(p)
+    if temp_files:
+        for pattern in _RUN_TEMP_FILES:
+            for f in root.glob(pattern):
+                if f.is_file():
+                    f.unlink(missing_ok=True)
+                    done.append(f)
+    return done
+
+
+def checkpoint_dirs(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """The complete ``checkpoint-<step>`` directories of a run directory, as (step, path) in step
+    order. Complete: ``trainer_state.json`` (written last) is there; a checkpoint being written or
+    removed lives under a hidden name meanwhile, so it is never listed."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        name, _, suffix = p.name.partition("-")
+        if name == "checkpoint" and suffix.isdigit() and (p / TRAINER_STATE).is_file():
+            found.append((int(suffix), p))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint of a run directory (to resume from), or None."""
+    found = checkpoint_dirs(run_dir)
+    return found[-1][1] if found else None
+
+
+def restore_run_history(checkpoint: str | os.PathLike, run_dir: str | os.PathLike) -> None:
+    """Put the run directory's history back as it was when ``checkpoint`` was saved, before a run
+    resumes from it: the epoch summary is replaced by the checkpoint's copy (atomically; removed
+    when the checkpoint was saved before the first epoch ended), then the snapshot files of later
+    epochs, which a run that went on past the checkpoint (and was stopped or killed) recorded, are
+    deleted. In that order, as the history writer publishes: a reader never sees an epoch listed
+    without its snapshot. A checkpoint saved without a summary after its first epoch leaves the
+    history alone (the writer replaces later epochs as it records them).
+    """
+    ckpt, run = Path(checkpoint), Run(Path(run_dir))
+    if ckpt.resolve() == run.root.resolve():
+        return
+    epoch = int(_read_trainer_state(ckpt)["epoch"])
+    src = ckpt / "epochs.parquet"
+    if src.is_file():
+        with atomic_path(run.epochs_path) as tmp:
+            shutil.copyfile(src, tmp)
+    elif epoch == 0:
+        run.epochs_path.unlink(missing_ok=True)
+        fsync_dir(run.root)
+    else:
+        return
+    for e, f in run.history_files().items():
+        if e > epoch:
+            f.unlink(missing_ok=True)
 
 
 def save_checkpoint(
@@ -128,6 +289,7 @@ def _write_checkpoint(
     run_dir: str | os.PathLike | None, extra: dict[str, Any] | None,
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(path.parent)  # what killed saves left: a hidden copy of a model each
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -153,6 +315,7 @@ def _write_checkpoint(
             save_tree(tracker.history_state(), tmp, "history")
         store.checkpoint(tmp / STATE_FILE)
         if run_dir is not None and Run(run_dir).epochs_path.is_file():
+            # the summary is replaced by rename, never rewritten in place: a plain copy is consistent
             shutil.copyfile(Run(run_dir).epochs_path, tmp / "epochs.parquet")
         trainer_state = {
             "epoch": store.epoch,

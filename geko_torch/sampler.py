@@ -38,12 +38,12 @@ def shard_from(ids: np.ndarray, offset: int, rank: int, world_size: int) -> np.n
 
 
 def _state_int(state: dict[str, Any], key: str, default: int | None = None) -> int:
-    """An integer entry of a sampler state (ValueError for anything else, KeyError when missing)."""
+    """An integer entry of a sampler state (TypeError for anything else, KeyError when missing)."""
     v = state[key] if default is None else state.get(key, default)
     if isinstance(v, np.ndarray) and v.ndim == 0:
         v = v.item()
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise ValueError(f"{key} must be an integer, got {v!r}")
+        raise TypeError(f"{key} must be an integer, got {v!r}")
     return int(v)
 
 

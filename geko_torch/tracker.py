@@ -22,7 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from geko_state import HistoryConfig, HistoryWriter, NanPolicy, PartitionStats, StateStore
+from geko_state import (
+    HistoryConfig,
+    HistoryWriter,
+    NanPolicy,
+    PartitionStats,
+    StateStore,
+)
 from geko_state.errors import InputError
 
 from .distributed import ObservationExchange, dist_rank_world

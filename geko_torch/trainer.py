@@ -13,7 +13,6 @@ import logging
 import os
 import platform
 import random
-import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -29,13 +28,20 @@ from tqdm.auto import tqdm
 from geko_state import GEKO_DEFAULT, GEKOConfig, Run, StateStore, build_report
 from geko_state.curriculum import MOUNTAIN
 from geko_state.errors import ConfigError, InputError
+from geko_state.io import atomic_path
 from geko_state.plots import MissingDependencyError
 from geko_state.report import EfficiencyReport
 from geko_state.schema import Bucket
 from geko_state.selection import SelectionKind
 
 from .checkpoint import load_checkpoint as _load_checkpoint
-from .checkpoint import restore_state, save_checkpoint
+from .checkpoint import (
+    remove_checkpoint,
+    remove_leftovers,
+    restore_run_history,
+    restore_state,
+    save_checkpoint,
+)
 from .data import SAMPLE_ID, GEKODataset, PadCollator
 from .distributed import dist_rank_world, replica_path
 from .lora import apply_lora, count_parameters
@@ -231,7 +237,7 @@ class GEKOTrainer:
             task="auto" if a.task == "auto" else a.task,
             correct_loss_below=a.correct_loss_below, token_accuracy=a.token_accuracy,
             compute_confidence=self.compute_confidence, compute_correctness=self.compute_correctness,
-            record_history=self._is_main_process(),
+            record_history=self._is_main_process(), sync_every=a.sync_every,
         )
 
     def _is_main_process(self) -> bool:
@@ -477,8 +483,12 @@ class GEKOTrainer:
         self.log_history.append(record)
         log.info("%s", record)
         if self._is_main_process():
-            with open(self.run.root / _LOG_FILE, "a") as f:
+            # A trainer that did not resume starts the log afresh: what an earlier run in this
+            # directory logged (possibly cut short by a crash) is not part of this run.
+            mode = "a" if getattr(self, "_log_continues", False) else "w"
+            with open(self.run.root / _LOG_FILE, mode) as f:
                 f.write(json.dumps(record, allow_nan=True) + "\n")
+            self._log_continues = True
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -522,7 +532,9 @@ class GEKOTrainer:
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path:
         """Save model, optimizer, scheduler, RNG, sampler position, tracker and state store."""
         path = Path(path) if path is not None else self.run.root / f"checkpoint-{self.global_step}"
-        extra = {"global_step": self.global_step, "finished": self._finished,
+        # log_records: the log's length now, so a resume drops exactly what was logged after this
+        # checkpoint (an epoch's end can be logged after a checkpoint of the same step)
+        extra = {"global_step": self.global_step, "finished": self._finished, "log_records": len(self.log_history),
                  "args": self.args.to_dict(), "config": self.config.to_dict()}
         save_checkpoint(path, store=self.store, model=self.model, optimizer=self.optimizer,
                         scheduler=self.scheduler, scaler=self.scaler, sampler=self.sampler,
@@ -543,7 +555,7 @@ class GEKOTrainer:
             if p.is_dir() and suffix.isdigit():
                 found.append((int(suffix), p))
         for _, p in sorted(found)[:-limit]:
-            shutil.rmtree(p, ignore_errors=True)
+            remove_checkpoint(p)  # hidden first: never visible half deleted
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Restore everything :meth:`save_checkpoint` wrote; :meth:`train` then continues from there
@@ -565,9 +577,11 @@ class GEKOTrainer:
                 f"{self.args.selection.policy.value!r}; resume with the same selection policy"
             )
         self.store.close()
-        main = self._is_main_process()
-        if main and (path / "epochs.parquet").is_file() and path.resolve() != self.run.root.resolve():
-            shutil.copyfile(path / "epochs.parquet", self.run.epochs_path)
+        if self._is_main_process():
+            # What a stopped or killed run left past the checkpoint: its summary and later epochs'
+            # snapshots, and the temporary files and directories of writes it did not finish.
+            restore_run_history(path, self.run.root)
+            remove_leftovers(self.run.root, temp_files=True)
         self.store = restore_state(path, replica_path(self.run.state_path))
         self._build_loop_objects()
         state = _load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
@@ -575,28 +589,37 @@ class GEKOTrainer:
         extra = state.get("extra", {})
         self.global_step = int(extra.get("global_step", 0))
         self._finished = bool(extra.get("finished", False))
-        self._trim_log()
+        same_run = path.resolve().parent == self.run.root.resolve()  # the log it counted is this one
+        self._trim_log(extra.get("log_records") if same_run else None)
         self._say(f"[GEKO] Resumed from {path} (epoch {self.store.epoch + 1}, step {self.global_step})")
 
-    def _trim_log(self) -> None:
-        """Drop log lines a stopped run wrote after the checkpoint it is resumed from."""
+    def _trim_log(self, records: int | None = None) -> None:
+        """Drop the log lines a stopped or killed run wrote after the checkpoint it is resumed from:
+        keep the first ``records`` records (the log's length when the checkpoint was saved), or,
+        without that count (older checkpoints, or one of another run directory), the records of
+        steps up to the checkpoint's. A line cut short by a crash is dropped. The log is replaced
+        atomically, and the resumed run appends to it."""
+        self._log_continues = True
         f = self.run.root / _LOG_FILE
         if not f.is_file():
             return
         kept = []
         for line in f.read_text().splitlines():
+            if records is not None and len(kept) >= records:
+                break
             try:
                 rec = json.loads(line)
             except ValueError:
                 continue  # a line cut short by a crash
-            if rec.get("step", 0) <= self.global_step:
+            if not isinstance(rec, dict):
+                continue
+            if records is not None or rec.get("step", 0) <= self.global_step:
                 kept.append(rec)
         self.log_history = kept
         if not self._is_main_process():
             return
-        tmp = f.with_name(f".{f.name}.tmp")
-        tmp.write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in kept))
-        os.replace(tmp, f)
+        with atomic_path(f) as tmp:
+            tmp.write_text("".join(json.dumps(r, allow_nan=True) + "\n" for r in kept))
 
     # ------------------------------------------------------------------ reports
     def get_efficiency_report(self) -> EfficiencyReport:

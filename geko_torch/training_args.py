@@ -75,13 +75,14 @@ class GEKOTrainingArgs:
     disable_progress_bar: bool = False  # the per-epoch bar (shown even when report=False)
     progress_label: str = "Epoch"  # the bar's prefix, e.g. the run's name when comparing runs
     plots: bool = True  # render the run's PNG plots when training ends (needs matplotlib)
+    sync_every: int = 1  # torch.distributed: exchange the ranks' observations every N batches
 
     def __post_init__(self) -> None:
         if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
             raise ConfigError(f"output_dir must be a non-empty path, got {self.output_dir!r}")
         for name, low in (("num_epochs", 1), ("batch_size", 1), ("warmup_steps", 0), ("logging_steps", 1),
                           ("save_steps", 1), ("eval_steps", 1), ("gradient_accumulation_steps", 1),
-                          ("seed", 0), ("dataloader_prefetch_factor", 1)):
+                          ("seed", 0), ("dataloader_prefetch_factor", 1), ("sync_every", 1)):
             _int(name, getattr(self, name), low)
         _int("dataloader_num_workers", self.dataloader_num_workers, -1)
         for name in ("max_steps", "eval_batch_size", "save_total_limit"):

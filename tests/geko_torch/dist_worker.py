@@ -5,7 +5,8 @@
 Scenarios (``OUT/<scenario>/`` holds each one's run directory):
 
 * ``trainer``: GEKOTrainer on the built-in ``clusters`` task, global batch 32, 3 epochs.
-* ``trainer_stop``: the same run stopped by ``max_steps`` (it leaves ``checkpoint-<step>``).
+* ``trainer_stop``: the same run stopped by ``max_steps`` (it leaves ``checkpoint-<step>``), with
+  observations exchanged every 4 batches (``sync_every=4``).
 * ``trainer_resume=DIR``: the same run resumed from checkpoint ``DIR``, to the end.
 * ``exchange``: edge cases of the observation exchange: ranks sending different counts, ids above
   2^24, an invalid id on one rank (raised on every rank), ``sync_every`` > 1; writes ``exchange.json``.
@@ -31,11 +32,12 @@ GLOBAL_BATCH = 32
 STOP_STEPS = 21  # inside epoch 2 (epoch 1 has 16 steps of the 512 samples)
 
 
-def _trainer(out: Path, *, max_steps: int | None = None, resume: str | None = None) -> None:
+def _trainer(out: Path, *, max_steps: int | None = None, resume: str | None = None, sync_every: int = 1) -> None:
     world = dist.get_world_size()
     task = build_task("clusters", seed=0, n=512, n_eval=256, base_steps=300)
     args = task.training_args(out, seed=0, num_epochs=4, batch_size=GLOBAL_BATCH // world, warmup_steps=5, learning_rate=3e-3,
-                              max_steps=max_steps, save_at_end=True, eval_steps=10, disable_progress_bar=True)
+                              max_steps=max_steps, save_at_end=True, eval_steps=10, disable_progress_bar=True,
+                              sync_every=sync_every)
     trainer = GEKOTrainer(task.model, task.train, eval_dataset=task.eval, args=args)
     if resume is not None:
         trainer.load_checkpoint(resume)
@@ -119,7 +121,7 @@ def main() -> None:
         if name == "trainer":
             _trainer(d)
         elif name == "trainer_stop":
-            _trainer(d, max_steps=STOP_STEPS)
+            _trainer(d, max_steps=STOP_STEPS, sync_every=4)  # when, never what, is exchanged changes
         elif name == "trainer_resume":
             _trainer(d, resume=value)
         elif name == "exchange":
