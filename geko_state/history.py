@@ -353,6 +353,13 @@ class HistoryWriter:
             )
         if self._n is not None and store.n_samples != self._n:
             raise InputError(f"record: this writer recorded {self._n} samples, got a store of {store.n_samples}")
+        # The run's history describes one dataset: a store of another size would replace it.
+        run_n = {int(r["n_samples"]) for r in self._rows}
+        if run_n and run_n != {store.n_samples}:
+            raise InputError(
+                f"record: the run {self.run.root} holds history of {sorted(run_n)[0]} samples, got a store of "
+                f"{store.n_samples}; record into a new run directory (nothing was written)"
+            )
         st = samples_trained
         if isinstance(st, bool) or not isinstance(st, (int, np.integer)) or st < 0:
             raise InputError(f"record: samples_trained must be an integer >= 0, got {st!r}")

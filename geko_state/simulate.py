@@ -72,8 +72,9 @@ def simulate(
     budget: str | int | float = "trainable",
 ) -> Iterator[EpochResult]:
     """Train the synthetic learner for ``epochs`` epochs on ``store``; yields each epoch's result."""
-    if epochs < 1:
-        raise InputError(f"epochs must be >= 1, got {epochs}")
+    for name, v, low in (("epochs", epochs, 1), ("seed", seed, 0), ("batch_size", batch_size, 1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise InputError(f"simulate: {name} must be an integer >= {low}, got {v!r}")
     rates = task.rates(store.n_samples)
     rng = np.random.default_rng([seed, 1])
     first = store.epoch

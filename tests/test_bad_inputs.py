@@ -297,12 +297,7 @@ API_CASES = [
     Case("export-unsupported-output-format", lambda w: export_rows(
         w.run, w.files["small_jsonl"], w.tmp / "kept.xlsx"), InputError, ("kept.xlsx", "'.xlsx'", "'.parquet'")),
     # history
-    pytest.param(Case("history-record-store-of-another-size", _record_other_store, InputError,
-                      ("record", f"{N_RUN} samples")),
-                 marks=pytest.mark.xfail(reason="geko_state/history.py: a new HistoryWriter on an existing run "
-                                                "records a store of another sample count, replacing the run's "
-                                                "history", strict=False),
-                 id="history-record-store-of-another-size"),
+    Case("history-record-store-of-another-size", _record_other_store, InputError, ("record", f"{N_RUN} samples")),
     # sampler
     Case("sampler-rank-out-of-range", lambda w: GEKOSampler(w.mem, rank=2, world_size=2), InputError,
          ("rank", "[0, world_size=2)")),
