@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from geko_state import GEKO_DEFAULT, GEKOConfig, Run, StateStore, build_report
+from geko_state import GEKO_DEFAULT, GEKOConfig, HistoryWriter, Run, StateStore, build_report
 from geko_state.curriculum import MOUNTAIN
 from geko_state.errors import ConfigError, InputError
 from geko_state.io import atomic_path
@@ -352,6 +352,8 @@ class GEKOTrainer:
         if self._finished:
             raise InputError("training already finished; build a new GEKOTrainer to train again")
         self._stop_requested = self._stop_agreed = False
+        if self.global_step == 0 and self.store.epoch == 0 and not getattr(self, "_log_continues", False):
+            self._clear_earlier_history()
         self._print_header()
         model, opt = self.model, self.optimizer
         accum = a.gradient_accumulation_steps
@@ -417,6 +419,16 @@ class GEKOTrainer:
         metrics = _broadcast_json(self._final_metrics(elapsed) if self._is_main_process() else None)
         self._print_summary(metrics)
         return metrics
+
+    def _clear_earlier_history(self) -> None:
+        """A fresh run (not resumed) starts from a new state, so the history an earlier run left in
+        this directory is removed (the summary first, as a reader sees epochs through it)."""
+        if not self._is_main_process() or self.tracker.history is None:
+            return
+        self.run.epochs_path.unlink(missing_ok=True)
+        for p in self.run.history_files().values():
+            p.unlink(missing_ok=True)
+        self.tracker.history = HistoryWriter(self.run.root, self.args.history)
 
     def _no_sync(self, skip: bool):
         """DDP's no_sync() on the micro-steps of a gradient-accumulation group but its last."""

@@ -56,3 +56,14 @@ def test_request_stop_checkpoints_at_the_next_step_and_resumes_exactly(tmp_path)
         assert torch.equal(v, resumed.model.state_dict()[k]), k
     for c in COLUMN_NAMES:
         assert np.array_equal(full.store.column(c), resumed.store.column(c)), c
+
+
+def test_a_fresh_run_replaces_the_history_of_an_earlier_run_of_another_size(tmp_path):
+    cfg = GEKOConfig(log_bucket_stats=False)
+    GEKOTrainer(TinyClassifier(), cls_items(40), config=cfg, args=_args(tmp_path, "run")).train()
+    again = GEKOTrainer(TinyClassifier(), cls_items(24), config=cfg, args=_args(tmp_path, "run"))
+    again.train()
+    from geko_state import read_summary
+
+    summary = read_summary(tmp_path / "run")
+    assert summary["epoch"].to_list() == [1, 2, 3] and set(summary["n_samples"].to_list()) == {24}
