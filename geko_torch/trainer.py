@@ -25,7 +25,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from geko_state import GEKO_DEFAULT, GEKOConfig, HistoryWriter, Run, StateStore, build_report
+from geko_state import (
+    GEKO_DEFAULT,
+    GEKOConfig,
+    HistoryWriter,
+    Run,
+    StateStore,
+    build_report,
+)
 from geko_state.curriculum import MOUNTAIN
 from geko_state.errors import ConfigError, InputError
 from geko_state.io import atomic_path
