@@ -357,7 +357,7 @@ class HistoryWriter:
         run_n = {int(r["n_samples"]) for r in self._rows}
         if run_n and run_n != {store.n_samples}:
             raise InputError(
-                f"record: the run {self.run.root} holds history of {sorted(run_n)[0]} samples, got a store of "
+                f"record: {self.run.epochs_path} holds the history of {sorted(run_n)[0]} samples, this store has "
                 f"{store.n_samples}; record into a new run directory (nothing was written)"
             )
         st = samples_trained

@@ -512,6 +512,7 @@ def _run_train(args: argparse.Namespace) -> int:
         print(count_parameters(model).format(), flush=True)
     trainer = GEKOTrainer(model=model, train_dataset=train_ds, eval_dataset=eval_ds, tokenizer=tokenizer,
                           config=config, args=train_args)
+    restore = _stop_on_signals(trainer)
     try:
         if label_map is not None:
             write_label_map(out / LABEL_MAP_FILE, label_map, args.label_field)
@@ -519,11 +520,34 @@ def _run_train(args: argparse.Namespace) -> int:
             trainer.load_checkpoint(args.resume)
         metrics = trainer.train()
         final = _save_final_model(trainer, tokenizer, out, label_map)
-        stopped = bool(metrics.get("stopped_at_max_steps"))
+        stopped = bool(metrics.get("stopped_at_max_steps") or metrics.get("stopped_by_request"))
         _print_outcome(args, trainer, final, stopped, task, label_map)
     finally:
+        restore()
         trainer.close()
     return 0
+
+
+def _stop_on_signals(trainer: Any) -> Any:
+    """SIGINT/SIGTERM stop training after the current optimizer step, with a checkpoint (a second
+    signal stops at once). Returns a function that puts the previous handlers back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    asked: list[int] = []
+
+    def handle(signum: int, frame: Any) -> None:
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+        _say(f"{signal.Signals(signum).name}: stop requested; stopping after the current optimizer step with a "
+             "checkpoint (again: at once)")
+        trainer.request_stop()
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    return lambda: [signal.signal(s, h) for s, h in previous.items()]
 
 
 def _print_outcome(args: argparse.Namespace, trainer: Any, final: Path, stopped: bool, task: str,
@@ -540,7 +564,10 @@ def _print_outcome(args: argparse.Namespace, trainer: Any, final: Path, stopped:
         except GekoError:
             pass  # no finished epoch yet (stopped by --max-steps inside the first one)
     if stopped:
-        lines.append(f"stopped at --max-steps {args.max_steps} (step {step}); checkpoint: {ckpt}")
+        if args.max_steps is not None and step >= args.max_steps:
+            lines.append(f"stopped at --max-steps {args.max_steps} (step {step}); checkpoint: {ckpt}")
+        else:
+            lines.append(f"stopped on request at step {step}; checkpoint: {ckpt}")
         lines.append(f"to continue: the same command with --resume {q(str(ckpt))} and without --max-steps "
                      "(or a larger one)")
     else:
@@ -611,6 +638,9 @@ def _demo():
         return 0
 
     return configure, run
+
+
+from . import app as _app  # noqa: F401  registers `geko app` (gradio is imported only when it runs)
 
 
 # ---------------------------------------------------------------------- the full command

@@ -358,7 +358,6 @@ class GEKOTrainer:
         a = self.args
         if self._finished:
             raise InputError("training already finished; build a new GEKOTrainer to train again")
-        self._stop_requested = self._stop_agreed = False
         if self.global_step == 0 and self.store.epoch == 0 and not getattr(self, "_log_continues", False):
             self._clear_earlier_history()
         self._print_header()
@@ -416,6 +415,7 @@ class GEKOTrainer:
         elapsed = time.perf_counter() - t_start
         if stopped_early:
             key = "stopped_by_request" if self._stop_agreed else "stopped_at_max_steps"
+            self._stop_requested = self._stop_agreed = False  # acted on: a later train() runs on
             return {"global_step": self.global_step, key: True,
                     "checkpoint": str(self.run.root / f"checkpoint-{self.global_step}")}
         self._finished = True

@@ -1,0 +1,53 @@
+"""The columns of a local dataset file, for the form's field pickers (read from the schema, not the rows)."""
+from __future__ import annotations
+
+import os
+
+import polars as pl
+
+from geko_state.errors import InputError
+
+from ..text_data import DATA_FORMATS, check_data_path
+
+__all__ = ["data_columns", "guess_fields"]
+
+_SCHEMA_ROWS = 1_000  # JSONL / CSV: column names and types from the first rows, not the whole file
+
+
+def data_columns(path: str | os.PathLike, what: str = "dataset file") -> list[str]:
+    """Column names of a .jsonl/.ndjson, .parquet/.pq or .csv file; InputError for a missing file, an
+    unsupported suffix or a file that cannot be read."""
+    p = check_data_path(path, what)
+    fmt = DATA_FORMATS[p.suffix.lower()][0]
+    try:
+        if fmt == "Parquet":
+            return list(pl.read_parquet_schema(p))
+        if fmt == "CSV":
+            return pl.scan_csv(p, infer_schema_length=_SCHEMA_ROWS).collect_schema().names()
+        return pl.scan_ndjson(p, infer_schema_length=_SCHEMA_ROWS).collect_schema().names()
+    except (pl.exceptions.PolarsError, OSError, ValueError) as e:
+        raise InputError(f"{what} {p}: cannot read it as {fmt} ({e})") from None
+
+
+# Common column names per role, most likely first.
+_ROLE_NAMES: dict[str, tuple[str, ...]] = {
+    "prompt_field": ("prompt", "instruction", "question", "input", "query"),
+    "response_field": ("response", "output", "answer", "completion", "target"),
+    "text_field": ("text", "sentence", "content", "document"),
+    "label_field": ("label", "labels", "class", "category"),
+}
+
+
+def guess_fields(columns: list[str]) -> dict[str, str | None]:
+    """A first guess of the field options from the column names: prompt + response when both are
+    found (causal LM fine-tuning), else text (+ label: classification), else nothing."""
+    lower = {c.lower(): c for c in columns}
+
+    def find(role: str) -> str | None:
+        return next((lower[n] for n in _ROLE_NAMES[role] if n in lower), None)
+
+    prompt, response = find("prompt_field"), find("response_field")
+    if prompt and response:
+        return {"prompt_field": prompt, "response_field": response, "text_field": None, "label_field": None}
+    return {"prompt_field": None, "response_field": None, "text_field": find("text_field"),
+            "label_field": find("label_field") if find("text_field") else None}
