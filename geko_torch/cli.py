@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from geko_state import cli as engine_cli
-from geko_state.cli import COMMANDS, command
+from geko_state.cli import COMMANDS, command, int_at_least
 from geko_state.config import PRESETS
 from geko_state.errors import ConfigError, GekoError, InputError
 from geko_state.selection import SelectionKind
@@ -41,20 +41,6 @@ def _say(text: str) -> None:
 
 
 # ---------------------------------------------------------------------- argparse value types
-def _int_at_least(low: int):
-    def conv(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {v}")
-        return v
-
-    conv.__name__ = f"int>={low}"
-    return conv
-
-
 def _positive_float(text: str) -> float:
     try:
         v = float(text)
@@ -323,20 +309,20 @@ def _train():
                        help="classification: column of class ids (int) or class names (str) (default none)")
         d.add_argument("--eval-file", type=Path, metavar="FILE", default=None,
                        help="evaluation data with the same columns, evaluated after each epoch (default none)")
-        d.add_argument("--max-length", type=_int_at_least(2), default=DEFAULT_MAX_LENGTH, metavar="N",
+        d.add_argument("--max-length", type=int_at_least(2), default=DEFAULT_MAX_LENGTH, metavar="N",
                        help=f"cut samples at N tokens; at most the model's positions (default {DEFAULT_MAX_LENGTH})")
 
         t = p.add_argument_group("training")
-        t.add_argument("--epochs", type=_int_at_least(1), default=_TA["num_epochs"], metavar="N",
+        t.add_argument("--epochs", type=int_at_least(1), default=_TA["num_epochs"], metavar="N",
                        help=f"epochs (default {_TA['num_epochs']})")
-        t.add_argument("--batch-size", type=_int_at_least(1), default=_TA["batch_size"], metavar="N",
+        t.add_argument("--batch-size", type=int_at_least(1), default=_TA["batch_size"], metavar="N",
                        help=f"samples per batch (default {_TA['batch_size']})")
         t.add_argument("--lr", type=_positive_float, default=_TA["learning_rate"], metavar="LR",
                        help=f"AdamW learning rate (default {_TA['learning_rate']:g})")
-        t.add_argument("--grad-accum", type=_int_at_least(1), default=_TA["gradient_accumulation_steps"],
+        t.add_argument("--grad-accum", type=int_at_least(1), default=_TA["gradient_accumulation_steps"],
                        metavar="N", help="gradient accumulation steps; effective batch = batch size x N "
                                          f"(default {_TA['gradient_accumulation_steps']})")
-        t.add_argument("--warmup-steps", type=_int_at_least(0), default=_TA["warmup_steps"], metavar="N",
+        t.add_argument("--warmup-steps", type=int_at_least(0), default=_TA["warmup_steps"], metavar="N",
                        help=f"linear learning-rate warmup, in optimizer steps (default {_TA['warmup_steps']})")
         t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                        help="fp32, or bf16/fp16 autocast (fp16 adds a gradient scaler) (default fp32)")
@@ -344,14 +330,14 @@ def _train():
                        help="trade compute for activation memory (default off)")
         t.add_argument("--compile", action="store_true",
                        help="torch.compile the model; falls back to eager with a warning (default off)")
-        t.add_argument("--seed", type=_int_at_least(0), default=_TA["seed"], metavar="N",
+        t.add_argument("--seed", type=int_at_least(0), default=_TA["seed"], metavar="N",
                        help=f"seed of Python, numpy, torch and the epoch plans (default {_TA['seed']})")
-        t.add_argument("--max-steps", type=_int_at_least(1), default=None, metavar="N",
+        t.add_argument("--max-steps", type=int_at_least(1), default=None, metavar="N",
                        help="stop after N optimizer steps with a checkpoint; continue later with --resume "
                             "(default none: train all epochs)")
-        t.add_argument("--save-steps", type=_int_at_least(1), default=_TA["save_steps"], metavar="N",
+        t.add_argument("--save-steps", type=int_at_least(1), default=_TA["save_steps"], metavar="N",
                        help=f"write a checkpoint every N optimizer steps (default {_TA['save_steps']})")
-        t.add_argument("--workers", type=_int_at_least(-1), default=_TA["dataloader_num_workers"], metavar="N",
+        t.add_argument("--workers", type=int_at_least(-1), default=_TA["dataloader_num_workers"], metavar="N",
                        help="DataLoader worker processes; -1: auto, half the cores, at most 4 (default -1)")
 
         g = p.add_argument_group("GEKO")
@@ -368,13 +354,13 @@ def _train():
                        help="draw plans with replacement, so HARD samples can repeat within an epoch (the "
                             "seeds' behaviour; use with --preset seeds to reproduce the seeds exactly). "
                             "(default: without, every drawn sample at most once per epoch)")
-        g.add_argument("--prune-after", type=_int_at_least(0), default=0, metavar="N",
+        g.add_argument("--prune-after", type=int_at_least(0), default=0, metavar="N",
                        help="prune samples frozen N epochs in a row (default 0: never)")
 
         lo = p.add_argument_group("LoRA (peft)")
         lo.add_argument("--lora", action="store_true",
                         help="train LoRA adapters instead of all weights (default off)")
-        lo.add_argument("--lora-r", type=_int_at_least(1), default=None, metavar="R",
+        lo.add_argument("--lora-r", type=int_at_least(1), default=None, metavar="R",
                         help=f"adapter rank (default {_LORA_DEFAULTS['lora_r']})")
         lo.add_argument("--lora-alpha", type=_positive_float, default=None, metavar="A",
                         help=f"adapter scaling alpha (default {_LORA_DEFAULTS['lora_alpha']})")
@@ -620,11 +606,11 @@ def _demo():
         p.add_argument("--task", choices=sorted(TASKS), default="topics",
                        help="built-in task (default topics: tiny BERT classification); "
                             + "; ".join(f"{k}: {v.description}" for k, v in TASKS.items()))
-        p.add_argument("--epochs", type=_int_at_least(1), default=None, metavar="N",
+        p.add_argument("--epochs", type=int_at_least(1), default=None, metavar="N",
                        help="fine-tuning epochs (default: the task's, 8)")
-        p.add_argument("--samples", type=_int_at_least(50), default=None, metavar="N",
+        p.add_argument("--samples", type=int_at_least(50), default=None, metavar="N",
                        help="fine-tuning samples (default: the task's: 3,000 for topics and rules, 4,000 for clusters)")
-        p.add_argument("--seed", type=_int_at_least(0), default=0, help="seed of data, models and plans (default 0)")
+        p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of data, models and plans (default 0)")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     def run(args: argparse.Namespace) -> int:

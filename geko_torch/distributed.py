@@ -42,6 +42,8 @@ __all__ = [
     "ExchangeResult",
     "ObservationExchange",
     "barrier",
+    "broadcast_json",
+    "collective_device",
     "decode_gathered",
     "dist_rank_world",
     "is_main_process",
@@ -72,6 +74,33 @@ def dist_rank_world() -> tuple[int, int]:
 def is_main_process() -> bool:
     """Rank 0, or no process group: the process that writes history and checkpoints."""
     return dist_rank_world()[0] == 0
+
+
+def collective_device(group: Any = None) -> torch.device:
+    """Where tensors for ``group``'s collectives live: the current GPU under NCCL, else the CPU."""
+    dist = _dist()
+    if dist is not None and "nccl" in str(dist.get_backend(group)).lower():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def broadcast_json(value: Any, src: int = 0) -> Any:
+    """Rank ``src``'s JSON-ready ``value`` on every rank (as UTF-8 bytes: nothing is pickled);
+    ``value`` itself without a process group of more than one rank."""
+    rank, world = dist_rank_world()
+    if world == 1:
+        return value
+    import json
+
+    dist, dev = _dist(), collective_device()
+    data = json.dumps(value, allow_nan=True).encode() if rank == src else b""
+    size = torch.tensor([len(data)], dtype=torch.int64, device=dev)
+    dist.broadcast(size, src)
+    buf = torch.zeros(int(size), dtype=torch.uint8, device=dev)
+    if rank == src:
+        buf.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    dist.broadcast(buf, src)
+    return json.loads(bytes(buf.cpu().numpy()).decode())
 
 
 def barrier() -> None:
@@ -248,8 +277,7 @@ class ObservationExchange:
         self.group = dist.new_group() if group is None else group
         self.rank = dist.get_rank(self.group)
         self.world_size = dist.get_world_size(self.group)
-        backend = str(dist.get_backend(self.group)).lower()
-        self.device = torch.device("cuda", torch.cuda.current_device()) if "nccl" in backend else torch.device("cpu")
+        self.device = collective_device(self.group)
         self.engine_threads = share_engine_cores(int(os.environ.get("LOCAL_WORLD_SIZE", self.world_size)))
         self.slots = 0  # agreed per-rank capacity; grows with the largest count seen
         self.exchanges = 0

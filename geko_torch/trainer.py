@@ -50,7 +50,12 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .data import SAMPLE_ID, GEKODataset, PadCollator
-from .distributed import dist_rank_world, replica_path
+from .distributed import (
+    broadcast_json,
+    collective_device,
+    dist_rank_world,
+    replica_path,
+)
 from .lora import apply_lora, count_parameters
 from .sampler import GEKOSampler
 from .signals import lm_labels, model_logits
@@ -72,24 +77,6 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _broadcast_json(value: dict[str, Any] | None) -> dict[str, Any]:
-    """Rank 0's ``value`` on every rank (as JSON bytes: nothing is pickled)."""
-    rank, world = dist_rank_world()
-    if world == 1:
-        return value
-    import torch.distributed as dist
-
-    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    data = json.dumps(value, allow_nan=True).encode() if rank == 0 else b""
-    size = torch.tensor([len(data)], dtype=torch.int64, device=dev)
-    dist.broadcast(size, 0)
-    buf = torch.zeros(int(size), dtype=torch.uint8, device=dev)
-    if rank == 0:
-        buf.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
-    dist.broadcast(buf, 0)
-    return json.loads(bytes(buf.cpu().numpy()).decode())
 
 
 def _auto_workers(requested: int) -> int:
@@ -423,7 +410,7 @@ class GEKOTrainer:
             self.save_checkpoint(self.run.root / f"checkpoint-{self.global_step}")
         self._render_plots()
         # Rank 0 read the history it wrote; the other ranks get its figures.
-        metrics = _broadcast_json(self._final_metrics(elapsed) if self._is_main_process() else None)
+        metrics = broadcast_json(self._final_metrics(elapsed) if self._is_main_process() else None)
         self._print_summary(metrics)
         return metrics
 
@@ -476,7 +463,7 @@ class GEKOTrainer:
         elif step % self.args.logging_steps == 0:
             import torch.distributed as dist
 
-            dev = self.tracker.exchange.device if self.tracker.exchange is not None else torch.device("cpu")
+            dev = collective_device()
             flag = torch.tensor([1.0 if self._stop_requested else 0.0], device=dev)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             self._stop_agreed = bool(flag.item())
@@ -540,7 +527,7 @@ class GEKOTrainer:
         if self.world_size > 1:
             import torch.distributed as dist
 
-            dev = self.tracker.exchange.device if self.tracker.exchange is not None else torch.device("cpu")
+            dev = collective_device()
             sums = torch.tensor([loss_sum, correct, float(n)], dtype=torch.float64, device=dev)
             dist.all_reduce(sums)
             loss_sum, correct, n = float(sums[0]), float(sums[1]), int(sums[2])

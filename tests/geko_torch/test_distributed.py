@@ -6,16 +6,12 @@ the scenarios live in ``dist_worker.py`` and ``examples/ddp_custom_loop.py``.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from safetensors.numpy import load_file
 
 from geko_state import COLUMN_NAMES, GEKO_DEFAULT, StateStore
 from geko_state.errors import InputError
@@ -31,18 +27,11 @@ from geko_torch.distributed import (
 from geko_torch.serialization import load_tree
 from geko_torch.signals import SampleSignals
 
-ROOT = Path(__file__).resolve().parents[2]
+from .dist import ROOT, assert_same_model, assert_same_state, torchrun
+
 WORKER = Path(__file__).with_name("dist_worker.py")
 EXAMPLE = ROOT / "examples" / "ddp_custom_loop.py"
-FLOAT_COLUMNS = {"confidence", "q_value", "last_loss", "quality", "loss_window"}
 
-
-def torchrun(nproc: int, script: Path, *args: str) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           str(script), *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
 
 
 @pytest.fixture(scope="module")
@@ -56,28 +45,6 @@ def runs(tmp_path_factory) -> Path:
     return out
 
 
-def assert_same_state(a: Path, b: Path, atol: float = 1e-5) -> None:
-    sa = StateStore.open(a, storage="memory")
-    sb = StateStore.open(b, storage="memory")
-    assert sa.epoch == sb.epoch
-    for c in COLUMN_NAMES:
-        x, y = sa.column(c), sb.column(c)
-        if c in FLOAT_COLUMNS:  # the ranks' gradients are averaged in another float order
-            np.testing.assert_allclose(x, y, rtol=0, atol=atol, err_msg=c)
-        else:
-            np.testing.assert_array_equal(x, y, err_msg=c)
-
-
-def assert_same_model(a: Path, b: Path, atol: float = 1e-5, *, skip: dict[str, slice] | None = None) -> None:
-    ma, mb = load_file(str(a)), load_file(str(b))
-    assert ma.keys() == mb.keys()
-    for k in ma:
-        x, y = ma[k], mb[k]
-        if skip and k in skip:
-            keep = np.ones(x.shape[0], dtype=bool)
-            keep[skip[k]] = False
-            x, y = x[keep], y[keep]
-        np.testing.assert_allclose(x, y, rtol=0, atol=atol, err_msg=k)
 
 
 # ---------------------------------------------------------------------- multi-process (torchrun, gloo)

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,24 +16,15 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from geko_state import COLUMN_NAMES, StateStore
 from geko_torch.hf import GEKO_META_FILE, GEKO_SAMPLER, GEKO_STATE_FILE
 from geko_torch.serialization import load_tree
 
 from . import dist_hf_worker as worker
+from .dist import assert_same_model, assert_same_state, torchrun
 from .models import tiny_bert_classifier
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(worker.__file__)
-FLOAT_COLUMNS = {"confidence", "q_value", "last_loss", "quality", "loss_window"}
 
-
-def torchrun(nproc: int, script: Path, *args: str) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           str(script), *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
 
 
 @pytest.fixture(scope="module")
@@ -62,23 +50,6 @@ def result(d: Path, rank: int = 0) -> dict:
     return json.loads((d / ("result.json" if rank == 0 else f"result-{rank}.json")).read_text())
 
 
-def assert_same_state(a: Path, b: Path, atol: float = 1e-5) -> None:
-    sa = StateStore.open(a, storage="memory")
-    sb = StateStore.open(b, storage="memory")
-    assert sa.epoch == sb.epoch
-    for c in COLUMN_NAMES:
-        x, y = sa.column(c), sb.column(c)
-        if c in FLOAT_COLUMNS:  # the ranks' gradients are averaged in another float order
-            np.testing.assert_allclose(x, y, rtol=0, atol=atol, err_msg=c)
-        else:
-            np.testing.assert_array_equal(x, y, err_msg=c)
-
-
-def assert_same_model(a: Path, b: Path, atol: float = 1e-5) -> None:
-    ma, mb = load_file(str(a)), load_file(str(b))
-    assert ma.keys() == mb.keys()
-    for k in ma:
-        np.testing.assert_allclose(ma[k], mb[k], rtol=0, atol=atol, err_msg=k)
 
 
 def tree(d: Path) -> list[str]:
