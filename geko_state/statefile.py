@@ -295,7 +295,10 @@ def verify_state(path: Path, layout: StateLayout, columns: Mapping[str, np.ndarr
         for which, cand in named:
             if cand is not None and cand.matches(data_crc):
                 return _accept(path, layout, which, cand, side)
-        if side.previous is None or time.monotonic() >= deadline:
+        # A flush may have begun between reading the sidecar and reading the data: then the
+        # sidecar has changed since, and the data is worth another look once that flush is done.
+        settled = side.previous is None and _read_sidecar(path) == side
+        if settled or time.monotonic() >= deadline:
             break
         time.sleep(_POLL_S)
     want = [c.checksum for _, c in named if c is not None]
