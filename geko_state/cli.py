@@ -201,7 +201,9 @@ def _phase_label(store: StateStore, epoch: int, total_epochs: int) -> str | None
     "read in place), history (per-sample snapshots: epoch, sample_id, bucket, q_value, confidence, "
     "last_loss, correct, times_seen, pruned), epochs (one summary row per epoch), transitions "
     "(sample_id, epoch, from_bucket, to_bucket) and transition_counts (epoch, from_bucket, "
-    "to_bucket, count). A query DuckDB refuses prints DuckDB's message and exits with status 2.",
+    "to_bucket, count). One read-only statement (SELECT, WITH, DESCRIBE, SUMMARIZE, SHOW) on a locked "
+    "connection: no file, network or extension access; --unsafe gives full DuckDB. A query DuckDB "
+    "refuses prints DuckDB's message and exits with status 2.",
     'geko sql runs/sim "SELECT epoch, to_bucket, count(*) FROM transitions GROUP BY ALL ORDER BY ALL"',
 )
 def _sql():
@@ -213,6 +215,9 @@ def _sql():
         p.add_argument("--format", choices=RESULT_FORMATS, default="table",
                        help="output format (default table; parquet needs --output)")
         p.add_argument("--output", type=Path, default=None, help="write the result to this file instead of stdout")
+        p.add_argument("--unsafe", action="store_true",
+                       help="full DuckDB: any statement, file and extension access (COPY, ATTACH, read_csv, "
+                            "INSTALL, ...); default: one read-only statement over the run's views only")
 
     def run(args: argparse.Namespace) -> int:
         from .errors import InputError
@@ -222,7 +227,7 @@ def _sql():
         if args.format not in TEXT_FORMATS and args.output is None:
             raise InputError(f"--format {args.format} writes a binary file: give --output FILE")
         try:
-            df = query(args.run_dir, args.query)
+            df = query(args.run_dir, args.query, unsafe=args.unsafe)
         except QueryError as e:
             print(str(e), file=sys.stderr)
             return 2

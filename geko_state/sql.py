@@ -26,27 +26,52 @@
 the epochs the summary listed at that moment: while training keeps recording, a connection sees
 whole epochs only, consistently across views; connect again to see later epochs. ``samples`` is
 the live memory map of the state file, as of the trainer's last ``flush()``.
+
+The connection is **locked** (see :func:`lock`): the views are Arrow objects handed to DuckDB by
+this process (the history files are opened by name, never as a glob), so DuckDB itself needs no
+file access and gets none: no reading or writing files, no ``ATTACH``, no extension installs, no
+network, and its configuration cannot be changed back. :func:`query` also accepts only one
+read-only statement. ``unsafe=True`` gives full DuckDB, for a user at their own command line.
 """
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow.dataset as pads
 
 from .errors import InputError
 from .history import HISTORY_SCHEMA, TRANSITION_COLUMNS, verified_history
 from .run import Run, open_run
 from .schema import Bucket
 
-__all__ = ["QueryError", "VIEWS", "connect", "query"]
+__all__ = ["QueryError", "READ_ONLY_STATEMENTS", "VIEWS", "check_read_only", "connect", "lock", "query"]
 
 VIEWS: tuple[str, ...] = ("samples", "history", "epochs", "transitions", "transition_counts")
 
 
+# What query() runs. DuckDB parses WITH, DESCRIBE, SUMMARIZE, SHOW, VALUES and FROM-first queries
+# as SELECT statements; everything that could write, attach, load or configure is another type.
+READ_ONLY_STATEMENTS: tuple[str, ...] = ("SELECT",)
+
+# Settings of a locked connection, applied in this order; the last one freezes them all.
+_LOCKED_SETTINGS: tuple[str, ...] = (
+    "SET python_enable_replacements = false",  # no scanning of the calling Python frame's variables
+    "SET autoinstall_known_extensions = false",
+    "SET autoload_known_extensions = false",
+    "SET allowed_paths = []",
+    "SET allowed_directories = []",
+    "SET enable_external_access = false",
+    "SET lock_configuration = true",
+)
+
+
 class QueryError(InputError):
-    """DuckDB refused a query; the message is DuckDB's own."""
+    """DuckDB refused a query (the message is DuckDB's own), or the query is not one read-only
+    statement, or it ran past its time limit."""
 
 
 def _literal(path: str | Path) -> str:
@@ -75,12 +100,13 @@ def _transition_counts_sql() -> str:
     return " UNION ALL ".join(parts)
 
 
-def connect(run_dir: str | os.PathLike) -> duckdb.DuckDBPyConnection:
+def connect(run_dir: str | os.PathLike, *, unsafe: bool = False) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the run's views (see the module docstring).
 
     Views whose files do not exist yet are empty, with their usual columns. The state is opened
     read-only; ``samples`` reflects it as of the last ``flush()`` of the training process. Every
-    file is verified first, and the history must describe as many samples as the state.
+    file is verified first, and the history must describe as many samples as the state. The
+    connection is locked (:func:`lock`) unless ``unsafe=True``.
     """
     from .store import StateStore
 
@@ -92,29 +118,80 @@ def connect(run_dir: str | os.PathLike) -> duckdb.DuckDBPyConnection:
         # register() keeps the Arrow table, whose buffers keep the memory map alive.
         con.register("samples", store.to_arrow())
     if hist.snapshots:
-        # The verified files by name, not a glob: a file recorded later is not in this view.
-        files = ", ".join(_literal(p) for p in hist.snapshots.values())
-        con.sql(f"CREATE VIEW history AS SELECT * FROM read_parquet([{files}], hive_partitioning = false)")
+        # The verified files by exact name: DuckDB's read_parquet would take each name as a glob
+        # (a run directory called "run*" would mix in every run*/ beside it); Arrow never globs.
+        files = [str(p) for p in hist.snapshots.values()]
+        con.register("history", pads.dataset(files, schema=HISTORY_SCHEMA, format="parquet"))
     else:
         con.register("history", HISTORY_SCHEMA.empty_table())
     con.register("epochs", hist.summary)  # small: the verified copy itself
     con.sql(f"CREATE VIEW transitions AS {_transitions_sql()}")
     con.sql(f"CREATE VIEW transition_counts AS {_transition_counts_sql()}")
+    if not unsafe:
+        lock(con)
     return con
 
 
-def query(run_dir: str | os.PathLike, sql: str) -> pl.DataFrame:
+def lock(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Take file, network and extension access away from ``con`` for good.
+
+    Objects already registered from Python (Arrow tables and datasets) still answer; DuckDB's own
+    file functions (``read_csv``, ``read_text``, ``glob``, ``COPY``, ``ATTACH``, ``INSTALL``) fail
+    with a permission error, and ``SET`` fails because the configuration is locked.
+    """
+    for statement in _LOCKED_SETTINGS:
+        con.execute(statement)
+    return con
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """QueryError unless ``sql`` is exactly one read-only statement (:data:`READ_ONLY_STATEMENTS`)."""
+    if not isinstance(sql, str) or not sql.strip():
+        raise QueryError("query: expected a SQL statement, got an empty string")
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as e:
+        raise QueryError(str(e)) from None
+    if len(statements) != 1:
+        raise QueryError(f"query: expected one statement, got {len(statements)}; run them one at a time")
+    kind = statements[0].type.name
+    if kind not in READ_ONLY_STATEMENTS:
+        raise QueryError(f"query: only read-only queries are accepted (SELECT, WITH, DESCRIBE, SUMMARIZE, "
+                         f"SHOW), got a {kind} statement")
+
+
+def query(run_dir: str | os.PathLike, sql: str, *, unsafe: bool = False, limit: int | None = None,
+          timeout_s: float | None = None) -> pl.DataFrame:
     """Run ``sql`` against the run's views and return the result as a ``polars.DataFrame``.
 
+    ``sql`` must be one read-only statement on a locked connection (see the module docstring);
+    ``unsafe=True`` runs any DuckDB SQL with full access. ``limit``: return at most that many rows
+    (the rest is never computed). ``timeout_s``: interrupt the query after that many seconds.
     Raises :class:`QueryError` with DuckDB's message when DuckDB refuses the query.
     """
     if not isinstance(sql, str) or not sql.strip():
         raise QueryError("query: expected a SQL statement, got an empty string")
-    con = connect(run_dir)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InputError(f"limit: expected an integer >= 0 or None, got {limit!r}")
+    if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
+        raise InputError(f"timeout_s: expected a number of seconds > 0 or None, got {timeout_s!r}")
+    con = connect(run_dir, unsafe=unsafe)
+    timer = None if timeout_s is None else threading.Timer(timeout_s, con.interrupt)
     try:
+        if not unsafe:
+            check_read_only(con, sql)
+        if timer is not None:
+            timer.start()
         rel = con.sql(sql)
-        return pl.DataFrame() if rel is None else rel.pl()
+        if rel is None:
+            return pl.DataFrame()
+        return (rel if limit is None else rel.limit(limit)).pl()
+    except duckdb.InterruptException:
+        raise QueryError(f"query: stopped after {timeout_s:g} s (the time limit); narrow it down, e.g. with "
+                         "WHERE or LIMIT") from None
     except duckdb.Error as e:
         raise QueryError(str(e)) from None
     finally:
+        if timer is not None:
+            timer.cancel()
         con.close()

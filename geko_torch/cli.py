@@ -21,6 +21,8 @@ from geko_state.config import PRESETS
 from geko_state.errors import ConfigError, GekoError, InputError
 from geko_state.selection import SelectionKind
 
+from .paths import check_train_paths
+from .rundir import FINAL_MODEL, clear_earlier_run
 from .text_data import DATA_FORMATS, DEFAULT_MAX_LENGTH, LABEL_MAP_FILE
 from .training_args import GEKOTrainingArgs
 
@@ -31,7 +33,6 @@ _TA = {f.name: f.default for f in fields(GEKOTrainingArgs)}
 _DEFAULT_OUT = Path("runs/train")
 _DEFAULT_PRESET = "default"
 _LORA_DEFAULTS = {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.05}
-_FINAL_MODEL = "final_model"
 _EPILOG_EXAMPLE = "  geko train ./my-model data.jsonl --prompt-field prompt --response-field response --lora"
 
 
@@ -104,32 +105,6 @@ def _task_of(args: argparse.Namespace) -> str:
     raise InputError("say which columns to train on: --prompt-field P --response-field R (causal LM, "
                      "prompt masked), --text-field T (causal LM on the whole text) or --text-field T "
                      "--label-field L (sequence classification)")
-
-
-def _check_paths(args: argparse.Namespace) -> None:
-    from .text_data import check_data_path
-
-    model_dir: Path = args.model_dir
-    if not model_dir.exists():
-        raise InputError(f"MODEL_DIR {model_dir}: no such directory; expected a local Hugging Face model "
-                         "directory (what save_pretrained writes: config.json, weights, tokenizer files)")
-    if not model_dir.is_dir():
-        raise InputError(f"MODEL_DIR {model_dir}: a file, not a directory; expected a local Hugging Face "
-                         "model directory")
-    if not (model_dir / "config.json").is_file():
-        raise InputError(f"MODEL_DIR {model_dir}: no config.json; expected a local Hugging Face model "
-                         "directory (what save_pretrained writes)")
-    check_data_path(args.data_file, "DATA_FILE")
-    if args.eval_file is not None:
-        check_data_path(args.eval_file, "--eval-file")
-    if args.resume is not None:
-        if not args.resume.is_dir():
-            raise InputError(f"--resume {args.resume}: no such checkpoint directory")
-        if not (args.resume / "trainer_state.json").is_file():
-            raise InputError(f"--resume {args.resume}: not a GEKO checkpoint (no trainer_state.json); expected "
-                             "a checkpoint-<step> directory of an earlier geko train run")
-    if args.output_dir.exists() and not args.output_dir.is_dir():
-        raise InputError(f"--output-dir {args.output_dir}: exists and is not a directory")
 
 
 def _check_lora(args: argparse.Namespace) -> list[str] | None:
@@ -232,37 +207,14 @@ def _load_model(model_dir: Path, task: str, *, num_labels: int | None, id2label:
 
 
 # ---------------------------------------------------------------------- run directory
-def _clear_earlier_run(out: Path) -> list[str]:
-    """Remove what an earlier (non-resumed) run left in ``out``, so its history, log and
-    checkpoints do not mix with the new run's. Returns what was removed."""
-    from geko_state import Run
-
-    run = Run(out)
-    if not out.is_dir():
-        return []
-    removed = []
-    for p in [run.epochs_path, out / "trainer_log.jsonl", out / LABEL_MAP_FILE, *run.history_files().values()]:
-        if p.is_file():
-            p.unlink()
-            removed.append(p.name)
-    for p in sorted(out.glob("checkpoint-*")):
-        if p.is_dir() and (p / "trainer_state.json").is_file():
-            shutil.rmtree(p)
-            removed.append(p.name)
-    if (out / _FINAL_MODEL).is_dir():
-        shutil.rmtree(out / _FINAL_MODEL)
-        removed.append(_FINAL_MODEL)
-    return removed
-
-
 def _save_final_model(trainer: Any, tokenizer: Any, out: Path, label_map: dict[str, int] | None) -> Path:
     """``OUT/final_model``: the model (or, for LoRA, the adapter) and the tokenizer in Hugging Face
     format, written under a temporary name and renamed."""
     from .checkpoint import unwrap_model
     from .text_data import write_label_map
 
-    final = out / _FINAL_MODEL
-    tmp = out / f".{_FINAL_MODEL}.tmp"
+    final = out / FINAL_MODEL
+    tmp = out / f".{FINAL_MODEL}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model = unwrap_model(trainer.model)
     model.save_pretrained(tmp)
@@ -390,7 +342,7 @@ def _run_train(args: argparse.Namespace) -> int:
     task = _task_of(args)
     lora_targets = _check_lora(args)
     budget = _parse_budget(args.budget)
-    _check_paths(args)
+    check_train_paths(args)
 
     from .text_data import (
         num_classes,
@@ -490,7 +442,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     out: Path = args.output_dir
     if args.resume is None:
-        removed = _clear_earlier_run(out)
+        removed = clear_earlier_run(out)
         if removed:
             _say(f"{out} held an earlier run; replaced it ({', '.join(removed[:6])}"
                  f"{', ...' if len(removed) > 6 else ''}); use --resume CHECKPOINT_DIR to continue a run instead")

@@ -13,6 +13,9 @@ from pathlib import Path
 from geko_state.cli import command, int_at_least
 from geko_state.errors import GekoError, InputError
 
+from .guard import TOKEN_ENV, TOKEN_USER, AccessPolicy, parse_auth
+from .workspace import Workspace
+
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "add_parser", "configure", "main", "run"]
 
 DEFAULT_HOST = "127.0.0.1"
@@ -21,20 +24,32 @@ HELP = ("Open the GEKO web app (gradio): fine-tune a local Hugging Face model on
         "without code (every geko train option and GEKOConfig setting, LoRA, precision; Start, Stop with "
         "a resumable checkpoint, Resume), and watch a run live: loss curve, bucket shares, bucket moves, "
         "steps per second and ETA, compute saved, SQL over the run. --run RUN_DIR opens any run directory "
-        "read-only (from geko train, a GEKOTrainer script or the app). Binds to 127.0.0.1 unless --host "
-        "says otherwise. Needs gradio: pip install 'geko[app]'.")
+        "read-only (from geko train, a GEKOTrainer script or the app). Binds to 127.0.0.1; uses files "
+        "inside --workspace only; another --host needs a login (--auth or GEKO_APP_TOKEN). Needs gradio: "
+        "pip install 'geko[app]'.")
 EXAMPLE = "geko app --port 7860    |    geko app --run runs/sft"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=DEFAULT_HOST,
-                   help=f"address to serve on (default {DEFAULT_HOST}: this machine only; 0.0.0.0 exposes the "
-                        "app, which can start processes and read files, to the network)")
+                   help=f"address to serve on (default {DEFAULT_HOST}: this machine only). Any other address "
+                        "exposes the app, which starts training processes and reads the files of its "
+                        "workspace, to the network: it is refused unless --auth or "
+                        f"{TOKEN_ENV} sets a login")
     p.add_argument("--port", type=int_at_least(1), default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--workspace", type=Path, default=None, metavar="DIR",
+                   help="the only directory tree the app reads models and data from and writes runs to; "
+                        "relative paths in the form start here (default: the current directory)")
+    p.add_argument("--auth", default=None, metavar="USER:PASS",
+                   help=f"require this login (default: none on {DEFAULT_HOST}). Prefer the {TOKEN_ENV} "
+                        f"environment variable (user {TOKEN_USER!r}): a command line is visible to other users")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME[:PORT]",
+                   help="also accept requests addressed to this host name (a reverse proxy's or the server's "
+                        "name); loopback names are always accepted; repeatable")
     p.add_argument("--run", type=Path, default=None, metavar="RUN_DIR",
                    help="open this run directory read-only: the dashboard only, no Start/Stop (default: the full app)")
     p.add_argument("--output-dir", type=Path, default=None, metavar="OUT",
-                   help="the form's default output directory (default: geko train's, runs/train)")
+                   help="the form's default output directory, inside the workspace (default: geko train's, runs/train)")
     p.add_argument("--refresh", type=float, default=1.5, metavar="SECONDS",
                    help="dashboard refresh interval in seconds (default 1.5)")
 
@@ -44,12 +59,24 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--refresh {args.refresh}: expected seconds between 0.2 and 60")
     if args.run is not None and not args.run.is_dir():
         raise InputError(f"--run {args.run}: no such run directory")
+    policy = AccessPolicy(args.host, args.port, parse_auth(args.auth), tuple(args.allow_host))
+    workspace = Workspace(Path.cwd() if args.workspace is None else args.workspace)
+    default_output = None
+    if args.output_dir is not None:
+        default_output = str(workspace.path(str(args.output_dir), "--output-dir"))
+    from .process import Launcher
     from .ui import build_app, launch_app
 
-    demo = build_app(run_dir=args.run, default_output=None if args.output_dir is None else str(args.output_dir),
-                     refresh_s=args.refresh)
-    print(f"geko app: serving on http://{args.host}:{args.port} (Ctrl-C to quit)", flush=True)
-    launch_app(demo, host=args.host, port=args.port, quiet=True, block=True)
+    launcher = None if args.run is not None else Launcher(workspace=workspace)
+    demo = build_app(run_dir=args.run, launcher=launcher, default_output=default_output, refresh_s=args.refresh)
+    if policy.exposed:
+        print(f"geko app: WARNING: serving on {args.host}, beyond this machine. Anyone who can reach it and "
+              "logs in can start training processes and read the files of the workspace "
+              f"{workspace.root}; use HTTPS (a reverse proxy) so the login is not sent in the clear.",
+              file=sys.stderr, flush=True)
+    print(f"geko app: serving on http://{args.host}:{args.port} (Ctrl-C to quit); workspace {workspace.root}"
+          + ("; login required" if policy.auth else ""), flush=True)
+    launch_app(demo, policy, quiet=True, block=True)
     return 0
 
 

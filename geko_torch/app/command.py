@@ -79,7 +79,8 @@ def _train_parser() -> argparse.ArgumentParser:
 
     from .. import cli as _torch_cli  # noqa: F401  (registers "train" in COMMANDS)
 
-    parser = _RaisingParser(prog="geko train", add_help=True)
+    # No -h/--help: inside the app nothing may print usage and exit (a "-h" path once stopped the server).
+    parser = _RaisingParser(prog="geko train", add_help=False)
     COMMANDS["train"][0](parser)
     return parser
 
@@ -89,6 +90,9 @@ class _RaisingParser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         raise InputError(f"geko train: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None):  # type: ignore[override]
+        raise InputError(f"geko train: {(message or '').strip() or 'refused'}")
 
 
 def _probe(convert: Any, text: str) -> Any:

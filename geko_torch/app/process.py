@@ -4,6 +4,10 @@ Training runs in its own process (``python -m geko_torch.app.worker``), so the p
 responsive and a crash in training (out of memory, a bad dataset row) cannot take the app down.
 Its stdout and stderr go to ``RUN_DIR/geko_app.log``. Stop sends SIGINT: the worker asks the trainer
 to stop after the current optimizer step, with a checkpoint (a second Stop sends SIGTERM: at once).
+
+Every path of a launch must lie inside the launcher's :class:`~.workspace.Workspace`, and the whole
+command line is checked (parsed, model directory and data files looked at, the output directory
+found to be empty or a GEKO run) before anything is written or an earlier run is cleared.
 """
 from __future__ import annotations
 
@@ -13,36 +17,29 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 from geko_state.errors import InputError
 
+from ..paths import check_train_paths
+from ..rundir import clear_earlier_run, earlier_run_files
 from .command import (
     LAUNCH_FILE,
     TrainForm,
+    form_options,
     shell_command,
     train_argv,
     worker_command,
     write_launch,
 )
-from .runs import APP_LOG, TRAINER_LOG, checkpoints
+from .runs import APP_LOG, checkpoints
+from .workspace import Workspace
 
 __all__ = ["Launch", "Launcher", "ProcessState", "earlier_run_files", "resume_checkpoint"]
 
 ProcessState = Literal["running", "stopping", "stopped", "finished", "failed"]
-
-_RUN_FILES = ("state.arrow", "epochs.parquet", TRAINER_LOG)
-
-
-def earlier_run_files(run_dir: Path) -> list[str]:
-    """What in ``run_dir`` belongs to an earlier run (a new run there would replace it)."""
-    if not run_dir.is_dir():
-        return []
-    found = [n for n in _RUN_FILES if (run_dir / n).exists()]
-    found += [c.path.name for c in checkpoints(run_dir)]
-    return found
 
 
 def resume_checkpoint(run_dir: Path) -> Path:
@@ -87,9 +84,11 @@ class Launch:
 class Launcher:
     """Starts, stops and watches the app's training process (at most one at a time)."""
 
-    def __init__(self, python: str | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(self, python: str | None = None, env: dict[str, str] | None = None,
+                 workspace: Workspace | None = None) -> None:
         self._python = python
         self._env = env
+        self.workspace = workspace if workspace is not None else Workspace(Path.cwd())
         self._lock = threading.Lock()
         self.current: Launch | None = None
         atexit.register(self.shutdown)
@@ -112,8 +111,13 @@ class Launcher:
         with self._lock:
             if self.current is not None and self.busy:
                 raise InputError(f"a training run is in progress in {self.current.run_dir}; stop it first")
+            form = self.inside_workspace(form)
+            if resume is not None:
+                resume = self.workspace.path(resume, "checkpoint")
             run_dir = form.output_dir
-            form.check(resume)  # the geko train parser's verdict before anything is written
+            # geko train's own verdict (parser, then its path checks, which refuse to replace a
+            # directory that is not a GEKO run) before anything is written or removed
+            check_train_paths(form.check(resume))
             if resume is None:
                 earlier = earlier_run_files(run_dir)
                 if earlier and not replace:
@@ -122,8 +126,10 @@ class Launcher:
                         f"{run_dir} holds an earlier run ({listed}): "
                         "press Resume to continue it, choose another output directory, or tick "
                         "'Replace an earlier run' to start over there")
-                if earlier:
-                    _clear_run(run_dir)
+                # the training process would clear it too, but only after loading the data: the
+                # dashboard must not show the old run meanwhile
+                clear_earlier_run(run_dir)
+                (run_dir / LAUNCH_FILE).unlink(missing_ok=True)
                 (run_dir / APP_LOG).unlink(missing_ok=True)
             launch_file = write_launch(run_dir, form)
             argv = train_argv(form, resume)
@@ -171,17 +177,21 @@ class Launcher:
                 cur.popen.kill()
 
 
+    def inside_workspace(self, form: TrainForm) -> TrainForm:
+        """``form`` with every path resolved inside the workspace (InputError naming the field
+        otherwise): model directory, dataset file, output directory and path options."""
+        ws = self.workspace
+        options = dict(form.options)
+        for spec in form_options():
+            if spec.kind == "path" and spec.dest != "output_dir" and options.get(spec.dest) is not None:
+                options[spec.dest] = str(ws.path(options[spec.dest], spec.flag))
+        options["output_dir"] = str(ws.path(form.output_dir, "Output directory"))
+        return replace(form, model_dir=str(ws.path(form.model_dir, "Model directory")),
+                       data_file=str(ws.path(form.data_file, "Dataset file")), options=options)
+
+
 def _same(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve()
     except OSError:
         return a == b
-
-
-def _clear_run(run_dir: Path) -> None:
-    """Remove an earlier run's files, exactly as ``geko train`` does before a new run (the process
-    would do it too, but only after loading the data: the dashboard must not show the old run meanwhile)."""
-    from ..cli import _clear_earlier_run
-
-    _clear_earlier_run(run_dir)
-    (run_dir / LAUNCH_FILE).unlink(missing_ok=True)

@@ -31,6 +31,8 @@ from geko_state.history import count_column
 from geko_state.report import EfficiencyReport, build_report
 from geko_state.schema import BUCKET_NAMES, Bucket
 
+from ..rundir import TRAINER_LOG
+
 __all__ = [
     "APP_LOG",
     "TRAINER_LOG",
@@ -51,7 +53,6 @@ __all__ = [
     "transition_table",
 ]
 
-TRAINER_LOG = "trainer_log.jsonl"
 APP_LOG = "geko_app.log"  # stdout and stderr of the training process the app started
 _STEP_KEY = "learning_rate"  # only the per-step lines carry it
 _EPOCH_KEY = "samples_trained"  # only the end-of-epoch lines carry it

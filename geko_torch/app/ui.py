@@ -6,6 +6,7 @@ hand. The dashboard reads only the run directory (``runs.read_run``), on a timer
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import replace
@@ -29,12 +30,14 @@ from .dashboard import (
 )
 from .datafile import data_columns, guess_fields
 from .fields import FieldSpec, config_fields, config_values, training_fields
+from .guard import AccessPolicy, HostGuard
 from .process import Launcher, resume_checkpoint
 
 __all__ = ["CSS", "DEFAULT_SQL", "build_app", "gradio"]
 
 DEFAULT_SQL = "SELECT bucket, count(*) AS samples FROM samples GROUP BY bucket ORDER BY samples DESC"
 _SQL_ROWS = 1_000
+_SQL_TIMEOUT_S = 30.0  # a query from the page may not keep the app busy for longer
 
 # Where a geko train option appears, when not in the panel named after its parser group.
 _PANEL_OF: dict[str, str] = {
@@ -83,6 +86,20 @@ def gradio() -> Any:
 
         raise MissingDependencyError(f"geko app needs gradio: pip install 'geko[app]' ({e})") from None
     return gr
+
+
+def _no_exit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A page handler that cannot stop the server: a SystemExit from below (argparse, a library)
+    becomes an error message on the page instead of escaping gradio's worker."""
+
+    @functools.wraps(fn)
+    def handler(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SystemExit as e:
+            raise gradio().Error(f"refused ({type(e).__name__} {e.code})") from None
+
+    return handler
 
 
 # ---------------------------------------------------------------------- controls from specs
@@ -140,13 +157,15 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
         gr.Markdown("## GEKO fine-tuning" + (f" · read-only view of `{run_dir}`" if read_only else ""),
                     elem_id="geko-title")
         gr.Markdown(hardware, elem_id="geko-hardware")
-        watch = gr.State(str(run_dir) if read_only else _initial_watch(default_output, options))
+        watch = gr.State(str(run_dir) if read_only else _initial_watch(launcher, default_output, options))
         last_sig = gr.State(None)
         form_controls: list[tuple[str, str, Any]] = []  # (section, name, component)
 
         with gr.Row(equal_height=False):
             if not read_only:
                 with gr.Column(scale=2, min_width=380):
+                    gr.Markdown(f"Workspace: `{launcher.workspace.root}` (model, data and output paths are "  # type: ignore[union-attr]
+                                "taken inside it)", elem_id="geko-workspace")
                     model_dir = gr.Textbox(label="Model directory", elem_id="geko-model-dir",
                                            placeholder="./my-model (a local Hugging Face model: config.json, "
                                                        "weights, tokenizer)")
@@ -245,6 +264,7 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
 
         dash_outputs = [stats, loss_plot, bucket_plot, caption, transitions, card, log_box, last_sig]
 
+        @_no_exit
         def refresh(watched: str | None, memo: Any) -> list[Any]:
             return _refresh(gr, watched, memo, launcher)
 
@@ -252,6 +272,7 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
         timer.tick(refresh, inputs=[watch, last_sig], outputs=dash_outputs, show_progress="hidden")
         demo.load(refresh, inputs=[watch, last_sig], outputs=dash_outputs, show_progress="hidden")
 
+        @_no_exit
         def run_sql(watched: str | None, sql: str) -> tuple[Any, str]:
             return _run_sql(watched, sql)
 
@@ -265,11 +286,18 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
         keys = [(section, name) for section, name, _ in form_controls]
 
         def form_of(model: str, data: str, values: tuple[Any, ...]) -> TrainForm:
+            """The page's values as a form, its paths taken inside the workspace (the launcher
+            checks them again; resolving first also keeps a "-h" away from the parser)."""
+            ws = launcher.workspace  # type: ignore[union-attr]
             groups: dict[str, dict[str, Any]] = {"option": {}, "config": {}, "training": {}}
             for (section, name), v in zip(keys, values):
                 groups[section][name] = v
-            return TrainForm.from_values(model, data, groups["option"], groups["config"], groups["training"])
+            if not _blank(groups["option"].get("output_dir")):
+                groups["option"]["output_dir"] = str(ws.path(groups["option"]["output_dir"], "Output directory"))
+            return TrainForm.from_values(str(ws.path(model, "Model directory")), str(ws.path(data, "Dataset file")),
+                                         groups["option"], groups["config"], groups["training"])
 
+        @_no_exit
         def on_start(model: str, data: str, replace_earlier: bool, *values: Any) -> tuple[Any, ...]:
             try:
                 form = form_of(model, data, values)
@@ -278,12 +306,13 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
                 return f"**Not started:** {e}", gr.skip(), gr.skip()
             return _started_message("Started", launch.shell, form), str(launch.run_dir), None
 
+        @_no_exit
         def on_resume(model: str, data: str, replace_earlier: bool, *values: Any) -> tuple[Any, ...]:
             try:
                 out = dict(zip(keys, values)).get(("option", "output_dir"))
                 if not out or not str(out).strip():
                     raise InputError("Output directory: give the run directory to resume")
-                run_dir_ = Path(str(out).strip())
+                run_dir_ = launcher.workspace.path(out, "Output directory")  # type: ignore[union-attr]
                 ckpt = resume_checkpoint(run_dir_)
                 saved = read_launch(run_dir_)
                 if saved is not None:
@@ -297,34 +326,41 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
                 return f"**Not resumed:** {e}", gr.skip(), gr.skip()
             return _started_message(f"Resumed from {ckpt.name} {how}", launch.shell, form), str(launch.run_dir), None
 
+        @_no_exit
         def on_stop() -> str:
             return launcher.stop()  # type: ignore[union-attr]
 
+        @_no_exit
         def on_clear() -> list[Any]:
             if launcher.busy:  # type: ignore[union-attr]
                 return ["Training is running: stop it before clearing.", *[gr.skip()] * 11]
             return ["Cleared the dashboard (the run directory's files are kept).", None, None,
                     *_blank_dashboard(gr), gr.update(value=None, visible=False), ""]
 
+        @_no_exit
         def on_data_file(path: str) -> list[Any]:
             if not path or not path.strip():
                 return ["", *[gr.skip()] * len(column_controls)]
             try:
-                cols = data_columns(path.strip())
+                cols = data_columns(str(launcher.workspace.path(path, "Dataset file")))  # type: ignore[union-attr]
             except GekoError as e:
                 return [f"**Dataset file:** {e}", *[gr.skip()] * len(column_controls)]
             guess = guess_fields(cols)
             updates = [gr.update(choices=cols, value=guess.get(dest)) for dest in column_controls]
             return [f"Columns: {', '.join(f'`{c}`' for c in cols)}", *updates]
 
+        @_no_exit
         def on_preset(name: str) -> list[Any]:
+            if name not in PRESETS:
+                raise gr.Error(f"unknown preset {name!r}")
             values = config_values(PRESETS[name])
             return [values[s.name] for s in cfg_specs]
 
+        @_no_exit
         def on_output_dir(path: str, watched: str | None) -> tuple[Any, Any]:
-            if launcher.busy or not path or not path.strip():  # type: ignore[union-attr]
-                return gr.skip(), gr.skip()
-            return path.strip(), None
+            if launcher.busy or not launcher.workspace.contains(path):  # type: ignore[union-attr]
+                return gr.skip(), gr.skip()  # the dashboard never watches a directory outside the workspace
+            return str(launcher.workspace.path(path, "Output directory")), None  # type: ignore[union-attr]
 
         form_inputs = [model_dir, data_file, replace_ctl, *components]
         start_btn.click(on_start, inputs=form_inputs, outputs=[message, watch, last_sig])
@@ -343,11 +379,18 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
     return demo
 
 
-def _initial_watch(default_output: str | None, options: tuple) -> str | None:
+def _blank(value: Any) -> bool:
+    return value is None or not str(value).strip()
+
+
+def _initial_watch(launcher: Launcher, default_output: str | None, options: tuple) -> str | None:
     """The dashboard starts on the default output directory when it already holds a run."""
     out = default_output or next((str(o.default) for o in options if o.dest == "output_dir"), None)
-    if out and any((Path(out) / name).is_file() for name in (runs.TRAINER_LOG, "epochs.parquet")):
-        return out
+    if not out or not launcher.workspace.contains(out):
+        return None
+    path = launcher.workspace.path(out, "Output directory")
+    if any((path / name).is_file() for name in (runs.TRAINER_LOG, "epochs.parquet")):
+        return str(path)
     return None
 
 
@@ -421,20 +464,27 @@ def _run_sql(watched: str | None, sql: str) -> tuple[Any, str]:
     from geko_state.sql import query
 
     try:
-        df = query(watched, sql)
+        # one more row than shown says whether there are more, without computing them all
+        df = query(watched, sql, limit=_SQL_ROWS + 1, timeout_s=_SQL_TIMEOUT_S)
     except (GekoError, OSError) as e:
         return gr.update(value=None, visible=False), f"**Query error:** {e}"
-    note = f"{df.height:,} row{'s' if df.height != 1 else ''}"
     if df.height > _SQL_ROWS:
-        note += f" (first {_SQL_ROWS:,} shown)"
+        note = f"more than {_SQL_ROWS:,} rows (first {_SQL_ROWS:,} shown)"
+    else:
+        note = f"{df.height:,} row{'s' if df.height != 1 else ''}"
     return gr.update(value=df.head(_SQL_ROWS).to_pandas(), visible=True), note
 
 
-def launch_app(demo: Any, *, host: str, port: int, quiet: bool = False, block: bool = True) -> Any:
-    """Serve ``demo`` on ``host:port`` with no CDN fetches (local fonts, no analytics)."""
+def launch_app(demo: Any, policy: AccessPolicy, *, quiet: bool = False, block: bool = True) -> Any:
+    """Serve ``demo`` as ``policy`` says (address, login, Host/Origin checks), with no CDN fetches
+    (local fonts, no analytics) and no run history."""
+    from starlette.middleware import Middleware
+
     gr = gradio()
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "Consolas", "monospace"])
-    return demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, quiet=quiet,
-                       prevent_thread_lock=not block, theme=theme, css=CSS, footer_links=[], show_error=True)
+    return demo.launch(server_name=policy.host, server_port=policy.port, share=False, inbrowser=False, quiet=quiet,
+                       prevent_thread_lock=not block, theme=theme, css=CSS, footer_links=[],
+                       show_error=policy.show_error, auth=policy.gradio_auth(), run_history=False,
+                       app_kwargs={"middleware": [Middleware(HostGuard, policy=policy)]})
 

@@ -411,4 +411,4 @@ def test_start_watch_stop_resume_sql_in_a_browser(apps, files, page, workdir):
     p.shot("08_readonly")
 
     assert not p.external, f"the page fetched from outside localhost: {sorted(p.external)}"
-    assert time.monotonic() - t0 < 150
+    print(f"{time.monotonic() - t0:6.1f} s  scenario done (a figure, not a limit: speed is not a test)", flush=True)

@@ -116,3 +116,99 @@ def test_cli_bad_sql_exits_2_with_duckdbs_message_only(run, capsys):
     assert cap.err.startswith("Parser Error: syntax error") and "geko" not in cap.err
     assert main(["sql", str(run.root), "SELECT 1", "--format", "parquet"]) == 2
     assert "--output" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- the locked connection
+OUTSIDE_READS = [
+    "SELECT * FROM read_csv('/etc/passwd', header=false, sep=':')",
+    "SELECT * FROM read_text('/etc/hostname')",
+    "SELECT * FROM glob('/etc/*')",
+    "SELECT * FROM read_parquet('{run}/history/epoch=000001.parquet')",
+    "SELECT * FROM '{run}/epochs.parquet'",
+]
+REFUSED_STATEMENTS = [
+    "COPY (SELECT 1) TO '{tmp}/copied.csv'",
+    "ATTACH '{tmp}/attached.duckdb'",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "SET enable_external_access = true",
+    "CREATE TABLE t AS SELECT 1",
+    "EXPORT DATABASE '{tmp}/exported'",
+    "PRAGMA version",
+    "CALL pragma_version()",
+    "DROP VIEW samples",
+]
+
+
+@pytest.mark.parametrize("sql", OUTSIDE_READS)
+def test_query_cannot_read_files(run, sql):
+    with pytest.raises(QueryError, match="Permission Error|file system operations are disabled"):
+        query(run.root, sql.format(run=run.root))
+
+
+@pytest.mark.parametrize("sql", REFUSED_STATEMENTS)
+def test_query_accepts_only_one_read_only_statement(run, tmp_path, sql):
+    with pytest.raises(QueryError, match="only read-only queries are accepted"):
+        query(run.root, sql.format(tmp=tmp_path))
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_query_refuses_several_statements_and_accepts_read_only_forms(run, tmp_path):
+    with pytest.raises(QueryError, match="expected one statement, got 2"):
+        query(run.root, f"SELECT 1; COPY (SELECT 1) TO '{tmp_path}/x.csv'")
+    assert list(tmp_path.iterdir()) == []
+    for sql in ("WITH b AS (SELECT bucket FROM samples) SELECT count(*) FROM b", "DESCRIBE samples",
+                "SUMMARIZE epochs", "SHOW TABLES", "FROM history LIMIT 2", "VALUES (1)"):
+        assert query(run.root, sql).height > 0, sql
+
+
+def test_connect_is_locked_even_for_direct_statements(run, tmp_path):
+    con = connect(run.root)
+    for sql in (f"COPY (SELECT 1) TO '{tmp_path}/x.csv'", f"ATTACH '{tmp_path}/a.duckdb'",
+                "SELECT * FROM read_csv('/etc/passwd')"):
+        with pytest.raises(Exception, match="Permission Error"):
+            con.sql(sql)
+    with pytest.raises(Exception, match="configuration has been locked"):
+        con.sql("SET enable_external_access = true")
+    with pytest.raises(Exception, match="configuration has been locked"):
+        con.sql("SET autoinstall_known_extensions = true")
+    assert list(tmp_path.iterdir()) == []
+    # the views still answer
+    assert con.sql("SELECT count(*) FROM history").fetchall() == [(2000 * EPOCHS,)]
+
+
+def test_query_does_not_see_the_callers_python_variables(run):
+    secret_frame = pl.DataFrame({"password": ["hunter2"]})  # noqa: F841 (what a replacement scan would find)
+    with pytest.raises(QueryError, match="secret_frame"):
+        query(run.root, "SELECT * FROM secret_frame")
+
+
+def test_unsafe_gives_full_duckdb(run, tmp_path):
+    out = tmp_path / "copied.csv"
+    query(run.root, f"COPY (SELECT bucket, count(*) AS n FROM samples GROUP BY bucket) TO '{out}'", unsafe=True)
+    assert pl.read_csv(out)["n"].sum() == 2000
+    assert main(["sql", str(run.root), f"COPY (SELECT 1 AS one) TO '{tmp_path}/cli.csv'", "--unsafe"]) == 0
+    assert (tmp_path / "cli.csv").is_file()
+
+
+def test_cli_refuses_writes_without_unsafe(run, tmp_path, capsys):
+    assert main(["sql", str(run.root), f"COPY (SELECT 1) TO '{tmp_path}/x.csv'"]) == 2
+    assert "only read-only queries" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_history_files_are_read_by_exact_name_not_as_a_glob(tmp_path):
+    """A run directory named with glob characters sees its own history only."""
+    make_run(tmp_path / "run1", n=300, epochs=2)
+    make_run(tmp_path / "run2", n=300, epochs=2)
+    starred = make_run(tmp_path / "run*", n=300, epochs=3)
+    assert query(starred.root, "SELECT count(*) AS n FROM history")["n"][0] == 300 * 3
+    assert query(starred.root, "SELECT count(DISTINCT epoch) AS e FROM history")["e"][0] == 3
+
+
+def test_limit_and_timeout(run):
+    assert query(run.root, "SELECT * FROM history", limit=7).height == 7
+    with pytest.raises(QueryError, match="stopped after 0.2 s"):
+        query(run.root, "SELECT count(*) FROM range(10000000000) a, range(1000) b", timeout_s=0.2)
+    with pytest.raises(InputError, match="limit"):
+        query(run.root, "SELECT 1", limit=-1)

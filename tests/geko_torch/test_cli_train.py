@@ -415,12 +415,32 @@ def test_train_help_has_an_example_and_defaults(capsys):
 
 
 def test_a_new_run_replaces_an_earlier_one(tmp_path):
+    from geko_state import StateStore
+    from geko_torch.rundir import clear_earlier_run
+
     out = tmp_path / "run"
     for rel in ("epochs.parquet", "trainer_log.jsonl", "history/epoch=000001.parquet",
                 "checkpoint-3/trainer_state.json", "final_model/config.json", "notes.txt"):
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         (out / rel).write_text("x")
-    removed = cli._clear_earlier_run(out)
-    assert sorted(removed) == sorted(["epochs.parquet", "trainer_log.jsonl", "epoch=000001.parquet",
-                                      "checkpoint-3", "final_model"])
+    StateStore.create(10, out / "state.arrow").close()  # the GEKO marker
+    removed = clear_earlier_run(out)
+    assert sorted(removed) == sorted(["state.arrow", "state.arrow.json", "epochs.parquet", "trainer_log.jsonl",
+                                      "epoch=000001.parquet", "checkpoint-3", "final_model"])
     assert sorted(p.name for p in out.iterdir()) == ["history", "notes.txt"]
+
+
+def test_a_directory_that_is_not_a_geko_run_is_never_cleared(tmp_path, capsys, gpt2_dir, data):
+    from geko_torch.rundir import clear_earlier_run, run_markers
+
+    out = tmp_path / "other_tool"
+    for rel in ("final_model/config.json", "checkpoint-3/trainer_state.json", "trainer_log.jsonl", "epochs.parquet"):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text("{}")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert run_markers(out) == []
+    with pytest.raises(InputError, match="not a GEKO run directory .*nothing was removed"):
+        clear_earlier_run(out)
+    code, _, stderr = _train(capsys, gpt2_dir, data["sft_jsonl"], "--text-field", "prompt", "--output-dir", out)
+    assert code == 2 and "not a GEKO run directory" in stderr
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
