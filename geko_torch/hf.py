@@ -133,7 +133,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from geko_state import StateStore, build_report
@@ -147,7 +146,7 @@ from .data import SAMPLE_ID, GEKODataset
 from .distributed import dist_rank_world
 from .sampler import GEKOSampler
 from .session import EpochEnd, GEKOSession, GEKOSettings
-from .signals import IGNORE_INDEX, lm_labels, model_logits
+from .signals import batch_labels, model_logits
 from .tracker import GEKOTracker
 
 try:
@@ -584,8 +583,7 @@ class GEKOTrainerMixin:
                 "the GEKO epoch ends must line up with the Trainer's (was the GEKO callback removed?)"
             )
         if self._geko_generator is not None:
-            seed = int(np.random.SeedSequence([int(self.args.seed), epoch]).generate_state(1, np.uint64)[0] >> 1)
-            self._geko_generator.manual_seed(seed)
+            self._geko_generator.manual_seed(self._geko_session.loader_seed(epoch))
         n = len(kw["train_dataloader"])  # builds this epoch's plan
         kw["steps_in_epoch"] = n
         kw["num_update_steps_per_epoch"] = -(-n // self.args.gradient_accumulation_steps)
@@ -636,11 +634,7 @@ class GEKOTrainerMixin:
         labels = batch.pop("labels", None)
         outputs = model(**batch)
         logits = model_logits(outputs)
-        if labels is None:
-            labels = lm_labels(batch, IGNORE_INDEX) if logits.ndim == 3 else None
-            if labels is None:
-                raise InputError("the training batch has no 'labels' field; classification datasets must "
-                                 "provide one per item ('label' or 'labels')")
+        labels = batch_labels({**batch, "labels": labels}, logits)
         sig = self._geko_tracker.signals(logits, labels, outputs=outputs, batch={**batch, "labels": labels})
         # The session's loss (GEKOSession.train_loss, the same as GEKOTrainer's): with GEKO's count
         # of the accumulated batch (get_batch_samples; HF's token count is not used) it is already

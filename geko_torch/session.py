@@ -194,6 +194,12 @@ class GEKOSession:
             return 1.0
         return MOUNTAIN.spec_at(self.sampler.progress).lr_multiplier
 
+    def loader_seed(self, epoch: int) -> int:
+        """The seed of the train loader's private generator for ``epoch``: reseeded at every epoch
+        start, so worker seeds (and anything else drawn from it) do not depend on how many loader
+        iterators came before, and a resumed run draws what the uninterrupted one did."""
+        return int(np.random.SeedSequence([self.seed, int(epoch)]).generate_state(1, np.uint64)[0] >> 1)
+
     # ------------------------------------------------------------------ start and resume
     def _create_store(self, n_samples: int) -> StateStore:
         if self.is_main:

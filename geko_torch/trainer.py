@@ -50,7 +50,7 @@ from .distributed import (
 from .lora import apply_lora, count_parameters
 from .sampler import GEKOSampler
 from .session import GEKOSession
-from .signals import lm_labels, model_logits
+from .signals import batch_labels, model_logits
 from .tracker import GEKOTracker
 from .training_args import GEKOTrainingArgs
 
@@ -287,7 +287,7 @@ class GEKOTrainer:
                 generator=self._loader_generator, **self._loader_kwargs(),
             )
         # Reseeded per epoch so worker seeds do not depend on how many iterators came before.
-        self._loader_generator.manual_seed(self.args.seed * 1_000_003 + epoch)
+        self._loader_generator.manual_seed(self.session.loader_seed(epoch))
         return self._loader
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -300,15 +300,6 @@ class GEKOTrainer:
             k: v for k, v in batch.items()
             if k not in ("labels", SAMPLE_ID) and isinstance(v, torch.Tensor) and (names is None or k in names)
         }
-
-    @staticmethod
-    def _labels(batch: dict[str, Any], logits: torch.Tensor) -> torch.Tensor:
-        labels = batch.get("labels")
-        if labels is None and logits.ndim == 3:
-            labels = lm_labels(batch)  # plain language modelling: every attended token is a target
-        if labels is not None:
-            return labels
-        raise InputError("the batch has no 'labels' field; classification datasets must provide one per item")
 
     def _autocast(self):
         if self._autocast_dtype is None:
@@ -411,7 +402,7 @@ class GEKOTrainer:
             with self._no_sync(not sync), self._autocast():
                 outputs = self._forward(batch)
                 logits = model_logits(outputs)
-                sig = self.tracker.signals(logits, self._labels(batch, logits), outputs=outputs, batch=batch)
+                sig = self.tracker.signals(logits, batch_labels(batch, logits), outputs=outputs, batch=batch)
             # The session records the raw signals and weighs the losses (InfoBatch's loss weights,
             # nan_policy="skip"'s mask) over the whole accumulated global batch.
             loss, _ = self.session.train_loss(ids, sig, count, accumulation_steps=len(group))
@@ -513,7 +504,7 @@ class GEKOTrainer:
             with self._autocast():
                 outputs = self._forward(batch, train=False)
                 logits = model_logits(outputs)
-                sig = self.tracker.signals(logits, self._labels(batch, logits), outputs=outputs, batch=batch)
+                sig = self.tracker.signals(logits, batch_labels(batch, logits), outputs=outputs, batch=batch)
             v = sig.valid
             loss_sum += float(sig.loss.float()[v].sum())
             correct += float(sig.correct[v].float().sum())
