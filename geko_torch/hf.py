@@ -151,6 +151,7 @@ from .tracker import GEKOTracker
 
 try:
     from transformers import Trainer, TrainerCallback
+    from transformers.trainer import TRAINER_STATE_NAME
     from transformers.trainer_utils import (
         PREFIX_CHECKPOINT_DIR,
         RemoveColumnsCollator,
@@ -179,6 +180,7 @@ log = logging.getLogger("geko_torch")
 _LEGACY_KEYWORDS = {  # GEKOHFTrainer(geko_<name>=...) -> GEKOSettings(<name>=...), deprecated
     f"geko_{f.name}": f.name for f in dataclasses.fields(GEKOSettings)
 }
+_SETTINGS_DEFAULTS = {name: getattr(GEKOSettings(), name) for name in _LEGACY_KEYWORDS.values()}
 
 
 class _SampleIdCollator:
@@ -265,8 +267,9 @@ class GEKOTrainerMixin:
                 DeprecationWarning, stacklevel=2,
             )
             try:
+                # None was the old keywords' "default" for fields GEKOSettings gives a real default
                 geko_args = GEKOSettings(**{_LEGACY_KEYWORDS[k]: v for k, v in legacy.items()
-                                            if not (k == "geko_config" and v is None)})
+                                            if v is not None or _SETTINGS_DEFAULTS[_LEGACY_KEYWORDS[k]] is None})
             except ConfigError as e:  # name the keyword the caller wrote
                 msg = str(e)
                 field_name = next((f for f in _LEGACY_KEYWORDS.values() if msg.startswith(f)), None)
@@ -539,7 +542,7 @@ class GEKOTrainerMixin:
         if resume_from_checkpoint is False:
             resume_from_checkpoint = None
         if isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            resume_from_checkpoint = self._geko_last_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
                 raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
         if self.train_dataset is not None:
@@ -554,6 +557,20 @@ class GEKOTrainerMixin:
                 self._geko_session.start_fresh(n, self._geko_total_epochs(n))
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+    def _geko_last_checkpoint(self, folder: str) -> str | None:
+        """The newest *complete* ``checkpoint-<step>`` of ``folder``. HF writes a checkpoint in
+        place (no temporary name), the GEKO part first and its own ``trainer_state.json`` last, so a
+        process killed while saving leaves a partial directory that HF's ``get_last_checkpoint``
+        would pick; one with HF's trainer state and the GEKO part's metadata is complete."""
+        if self.train_dataset is None:
+            return get_last_checkpoint(folder)
+        found = []
+        for p in Path(folder).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+            step = p.name[len(PREFIX_CHECKPOINT_DIR) + 1:]
+            if step.isdigit() and (p / TRAINER_STATE_NAME).is_file() and (p / GEKO_META_FILE).is_file():
+                found.append((int(step), p))
+        return str(max(found)[1]) if found else None
 
     def set_initial_training_values(self, args: Any, dataloader: Any):
         if self._geko_store is None:

@@ -39,6 +39,7 @@ from geko_state.selection import SelectionConfig, SelectionKind
 from .checkpoint import (
     load_geko_part,
     read_geko_meta,
+    remove_leftovers,
     restore_run_history,
     restore_state,
     write_geko_part,
@@ -276,6 +277,9 @@ class GEKOSession:
             self.store = None
         if self.is_main:
             self.run.root.mkdir(parents=True, exist_ok=True)
+            # The temporary files of writes a stopped or killed run did not finish (live state,
+            # summary, snapshots): only this process writes them, and it is not writing now.
+            remove_leftovers(self.run.root, temp_files=True)
         # Every rank restores the same state: rank 0 into the run directory's file, the others
         # into in-memory replicas.
         store = restore_state(ckpt, replica_path(self.run.state_path))

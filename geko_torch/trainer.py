@@ -39,7 +39,7 @@ from geko_state.report import EfficiencyReport
 from geko_state.schema import Bucket
 from geko_state.selection import SelectionKind
 
-from .checkpoint import TRAINER_STATE, remove_checkpoint, remove_leftovers, save_checkpoint
+from .checkpoint import TRAINER_STATE, remove_checkpoint, save_checkpoint
 from .checkpoint import load_checkpoint as _load_checkpoint
 from .data import SAMPLE_ID, GEKODataset, PadCollator
 from .distributed import (
@@ -556,10 +556,7 @@ class GEKOTrainer:
         path = Path(path)
         if not (path / TRAINER_STATE).is_file():
             raise InputError(f"{path}: not a GEKO checkpoint directory (no {TRAINER_STATE})")
-        if self._is_main_process():
-            # The temporary files and directories of writes a stopped or killed run did not finish.
-            remove_leftovers(self.run.root, temp_files=True)
-        # The GEKO part: the checks (same dataset and selection policy), the state, the sampler's
+        # The GEKO part (the session also removes what killed writes left in the run directory): the checks (same dataset and selection policy), the state, the sampler's
         # position, the tracker and the history as of the checkpoint.
         self.session.resume(path, len(self.train_dataset), self.args.num_epochs)
         state = _load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,

@@ -466,6 +466,10 @@ def test_the_loose_geko_keywords_still_work_with_a_deprecation_warning(tmp_path)
                         data_collator=PadCollator(),
                         geko_args=GEKOSettings(config=QUIET, budget=10, run_dir=tmp_path / "old_run"))
     assert old.geko_args == new.geko_args and old.geko_run_dir == tmp_path / "old_run"
+    with pytest.warns(DeprecationWarning):  # None was the old keywords' default for config and history
+        nones = GEKOHFTrainer(model=tiny_gpt2(), args=hf_args(tmp_path / "nones"), train_dataset=lm_items(16),
+                              data_collator=PadCollator(), geko_config=None, geko_history=None, geko_selection=None)
+    assert nones.geko_args == GEKOSettings()
     from geko_state.errors import ConfigError
 
     with pytest.raises(ConfigError, match="not both"):
