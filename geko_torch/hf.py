@@ -183,6 +183,34 @@ _LEGACY_KEYWORDS = {  # GEKOHFTrainer(geko_<name>=...) -> GEKOSettings(<name>=..
 _SETTINGS_DEFAULTS = {name: getattr(GEKOSettings(), name) for name in _LEGACY_KEYWORDS.values()}
 
 
+def _settings(geko_args: GEKOSettings | None, kwargs: dict[str, Any]) -> GEKOSettings:
+    """The trainer's GEKOSettings: ``geko_args``, or one built from the deprecated ``geko_<field>=``
+    keywords (popped from ``kwargs``, warned); both at once are refused."""
+    if geko_args is not None and not isinstance(geko_args, GEKOSettings):
+        raise ConfigError(f"geko_args must be a geko_torch.GEKOSettings, got {type(geko_args).__name__}")
+    legacy = {k: kwargs.pop(k) for k in list(kwargs) if k in _LEGACY_KEYWORDS}
+    if not legacy:
+        return GEKOSettings() if geko_args is None else geko_args
+    if geko_args is not None:
+        raise ConfigError(
+            f"give the GEKO settings either as geko_args=GEKOSettings(...) or as the deprecated keywords "
+            f"{sorted(legacy)}, not both"
+        )
+    warnings.warn(
+        f"GEKOHFTrainer({', '.join(f'{k}=' for k in sorted(legacy))}) is deprecated; pass "
+        f"geko_args=GEKOSettings({', '.join(f'{_LEGACY_KEYWORDS[k]}=' for k in sorted(legacy))})",
+        DeprecationWarning, stacklevel=3,
+    )
+    # None was the old keywords' default for fields GEKOSettings gives a real default
+    fields = {_LEGACY_KEYWORDS[k]: v for k, v in legacy.items()
+              if v is not None or _SETTINGS_DEFAULTS[_LEGACY_KEYWORDS[k]] is None}
+    try:
+        return GEKOSettings(**fields)
+    except ConfigError as e:  # name the keyword the caller wrote
+        msg = str(e)
+        raise ConfigError(f"geko_{msg}" if msg.startswith(tuple(_LEGACY_KEYWORDS.values())) else msg) from None
+
+
 class _SampleIdCollator:
     """Takes ``sample_id`` out of the items, calls the user's collator on the rest and adds the ids
     back to the batch as int64 ``[B]``: the user's collator never sees an unknown field."""
@@ -252,29 +280,7 @@ class GEKOTrainerMixin:
     """
 
     def __init__(self, *args: Any, geko_args: GEKOSettings | None = None, **kwargs: Any) -> None:
-        legacy = {k: kwargs.pop(k) for k in list(kwargs) if k in _LEGACY_KEYWORDS}
-        if geko_args is not None and not isinstance(geko_args, GEKOSettings):
-            raise ConfigError(f"geko_args must be a geko_torch.GEKOSettings, got {type(geko_args).__name__}")
-        if legacy:
-            if geko_args is not None:
-                raise ConfigError(
-                    f"give the GEKO settings either as geko_args=GEKOSettings(...) or as the deprecated keywords "
-                    f"{sorted(legacy)}, not both"
-                )
-            warnings.warn(
-                f"GEKOHFTrainer({', '.join(f'{k}=' for k in sorted(legacy))}) is deprecated; pass "
-                f"geko_args=GEKOSettings({', '.join(f'{_LEGACY_KEYWORDS[k]}=' for k in sorted(legacy))})",
-                DeprecationWarning, stacklevel=2,
-            )
-            try:
-                # None was the old keywords' "default" for fields GEKOSettings gives a real default
-                geko_args = GEKOSettings(**{_LEGACY_KEYWORDS[k]: v for k, v in legacy.items()
-                                            if v is not None or _SETTINGS_DEFAULTS[_LEGACY_KEYWORDS[k]] is None})
-            except ConfigError as e:  # name the keyword the caller wrote
-                msg = str(e)
-                field_name = next((f for f in _LEGACY_KEYWORDS.values() if msg.startswith(f)), None)
-                raise ConfigError(f"geko_{msg}" if field_name else msg) from None
-        settings = GEKOSettings() if geko_args is None else geko_args
+        settings = _settings(geko_args, kwargs)  # takes the deprecated geko_* keywords out of kwargs
         super().__init__(*args, **kwargs)
         self._geko_settings = settings
         run_dir = Path(settings.run_dir) if settings.run_dir is not None else Path(self.args.output_dir) / "geko"
