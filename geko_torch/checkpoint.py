@@ -6,12 +6,13 @@ Layout of ``checkpoint-<step>/``::
     config.json                  Hugging Face models: from_pretrained(checkpoint) loads the model
     adapter/                     peft models: the adapter alone (save_pretrained)
     optimizer.{json,safetensors} scheduler.json  scaler.json  rng.{json,safetensors}
-    geko_state.arrow             the state store (StateStore.checkpoint)             \
-    geko_sampler.{json,safetensors}  the epoch plan and the global position inside it |  the GEKO part:
-    geko_history.{json,safetensors}  bucket codes the history writer compares with    |  the same files in
-    geko_epochs.parquet          the run's per-epoch summary so far                   |  GEKOHFTrainer's
-    geko_state.json              tracker counters, epoch, seed, selection, config     /  checkpoints
     trainer_state.json           step counters and settings; written last
+  the GEKO part, the same files in GEKOHFTrainer's checkpoints:
+    geko_state.arrow             the state store (StateStore.checkpoint)
+    geko_sampler.{json,safetensors}  the epoch plan and the global position inside it
+    geko_history.{json,safetensors}  bucket codes the history writer compares the next epoch with
+    geko_epochs.parquet          the run's per-epoch summary so far
+    geko_state.json              tracker counters, epoch, seed, selection, config; the part's last file
 
 The GEKO part (:func:`write_geko_part`, :func:`load_geko_part`) is shared by every trainer:
 ``GEKOHFTrainer`` writes it into Hugging Face's ``checkpoint-<step>/``. Checkpoints of the older
@@ -66,7 +67,6 @@ GEKO_HISTORY = "geko_history"  # the history writer's bucket codes (exact transi
 GEKO_EPOCHS_FILE = "geko_epochs.parquet"
 GEKO_META_FILE = "geko_state.json"  # written last: its presence marks the GEKO part complete
 GEKO_META_FORMAT = 1  # GEKOHFTrainer's checkpoints had this layout already: they are read as they are
-STATE_FILE = GEKO_STATE_FILE
 TRAINER_STATE = "trainer_state.json"
 # What GEKOTrainer and save_checkpoint wrote before the layout was shared (refused on resume).
 _OLD_LAYOUT_FILES = ("state.arrow", "sampler.json")
@@ -453,7 +453,7 @@ def _read_trainer_state(path: Path) -> dict[str, Any]:
 
 
 def restore_state(
-    checkpoint: str | os.PathLike, live_path: str | os.PathLike | None = None, *, name: str = STATE_FILE,
+    checkpoint: str | os.PathLike, live_path: str | os.PathLike | None = None, *, name: str = GEKO_STATE_FILE,
     kernels: str = "numba",
 ) -> StateStore:
     """The checkpoint's state store: copied to ``live_path`` (atomically) and opened there for
