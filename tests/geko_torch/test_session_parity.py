@@ -280,3 +280,22 @@ def test_one_checkpoint_layout_and_old_layout_refused(tmp_path):
             runs.geko("geko_again", resume=old)
         with pytest.raises(StateFileError, match="older GEKOTrainer layout"):
             runs.hf("hf_again", resume=old)
+
+
+def test_a_run_resumed_at_a_mastered_epochs_last_step_stops_in_both_trainers(tmp_path):
+    # The checkpoint of the epoch's last step is saved before the epoch ends; the resumed run ends
+    # it first and, as the uninterrupted run did, stops there because the state is mastered.
+    everything_right = GEKOConfig(log_bucket_stats=False, use_curriculum=False, freeze_confidence=0.0,
+                                  freeze_quality=0.0, min_q_for_freeze=0.0)
+    runs = _Runs(tmp_path, data=items(), config=everything_right, epochs=3,
+                 correctness=lambda outputs, batch: torch.ones(batch["labels"].shape[0], dtype=torch.bool))
+    last = N // BATCH
+    runs.geko("geko", max_steps=last)
+    runs.hf("hf", stop_at=last)
+    g = runs.geko("geko", resume=tmp_path / "geko" / f"checkpoint-{last}", seed=9)
+    h = runs.hf("hf", resume=tmp_path / "hf" / f"checkpoint-{last}", seed=9)
+    assert g.global_step == h.state.global_step == last
+    for run in (g.run.root, h.geko_run_dir):
+        summary = read_summary(run)
+        assert summary.height == 1 and summary["mastered"].item()
+    assert_same_state(g.store, h.geko_store)
