@@ -16,6 +16,7 @@ from .lora import (
     is_peft_available,
 )
 from .sampler import GEKOSampler
+from .session import GEKOSession, GEKOSettings
 from .signals import (
     SampleSignals,
     TaskKind,
@@ -33,6 +34,8 @@ __all__ = [
     "GEKODataset",
     "GEKOHFTrainer",
     "GEKOSampler",
+    "GEKOSession",
+    "GEKOSettings",
     "GEKOTracker",
     "GEKOTrainer",
     "GEKOTrainerMixin",

@@ -3,12 +3,14 @@
 ::
 
     trainer = GEKOHFTrainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
-                            data_collator=collator, geko_config=GEKOConfig())
+                            data_collator=collator, geko_args=GEKOSettings(config=GEKOConfig()))
     trainer.train()                      # or train(resume_from_checkpoint=True)
     print(trainer.get_efficiency_report())
 
 ``GEKOTrainerMixin`` carries all of it, so it composes with other ``Trainer`` subclasses
-(``class MyTrainer(GEKOTrainerMixin, SFTTrainer)``). The GEKO run directory (default
+(``class MyTrainer(GEKOTrainerMixin, SFTTrainer)``). It is glue only: the GEKO lifecycle (state,
+sampler, tracker, loss, epoch ends, the GEKO part of checkpoints) is
+:class:`~geko_torch.session.GEKOSession`'s, the same as ``GEKOTrainer``'s. The GEKO run directory (default
 ``<args.output_dir>/geko``) holds the live state and the per-epoch history, so ``geko sql`` and
 ``geko report`` work on it. Under ``torchrun`` (DDP) the same script runs on every rank unchanged
 (see *Several processes* below).
@@ -40,7 +42,8 @@ How it fits into the Trainer of transformers 5.23, and why:
   repartitioned state. An epoch cut short by ``should_training_stop`` (``max_steps``, a callback) is
   left open, so that a resumed run completes it; if training is not resumed its observations stay in
   the store but the epoch is not in the history. When the state says the dataset is mastered
-  (``PartitionStats.mastered``), training stops after that epoch (``geko_stop_when_mastered``).
+  (``PartitionStats.mastered``), training stops after that epoch (``GEKOSettings.stop_when_mastered``,
+  the session's rule, as in ``GEKOTrainer``).
 * **Loss and gradient accumulation.** :meth:`compute_loss` pops ``sample_id`` and ``labels`` (so
   the model computes no batch-mean loss of its own), takes the logits, and trains on the mean of the
   per-sample losses over samples with a label token. HF's ``num_items_in_batch`` counts label
@@ -50,7 +53,9 @@ How it fits into the Trainer of transformers 5.23, and why:
   gradient accumulation (and DDP's average over the ranks) then gives the gradient of one process
   training the whole accumulated global batch, however its valid samples are split over
   micro-batches and ranks. For causal LMs this is the mean of per-sample token means, not HF's
-  token mean. Evaluation (``prediction_step``) goes through HF's own ``compute_loss`` unchanged.
+  token mean. The loss is :meth:`GEKOSession.train_loss`, the same as ``GEKOTrainer``'s: under
+  ``nan_policy="skip"`` a non-finite result weighs 0 (it still counts in the denominator, which is
+  known before the forward). Evaluation (``prediction_step``) goes through HF's own ``compute_loss`` unchanged.
   ``compute_loss_func`` and label smoothing apply to evaluation only (warned).
 * **Scheduler length.** ``max_steps`` (and the LR schedule built from it) is computed from the
   full-data length, ``ceil(ceil(N / world_size) / batch)`` batches per epoch and rank, which is
@@ -61,11 +66,15 @@ How it fits into the Trainer of transformers 5.23, and why:
   same length). Later GEKO epochs are shorter, so training ends before the schedule does: a linear
   decay ends at ``lr * (1 - trained_steps / max_steps)`` instead of 0, a cosine one likewise short
   of its end. Use a schedule that does not depend on the end (``constant``,
-  ``constant_with_warmup``) when that matters.
-* **Checkpoints and resume.** :meth:`_save_checkpoint` writes into HF's ``checkpoint-<step>/``,
+  ``constant_with_warmup``) when that matters. With the Mountain Curriculum (GEKO selection,
+  ``use_curriculum``) :meth:`create_scheduler` multiplies HF's schedule by the curriculum's LR
+  multiplier at the current training progress, as ``GEKOTrainer`` does.
+* **Checkpoints and resume.** :meth:`_save_checkpoint` writes the GEKO part (the same files as
+  ``GEKOTrainer``'s: :func:`geko_torch.checkpoint.write_geko_part`) into HF's ``checkpoint-<step>/``,
   before HF's own files: ``geko_state.arrow`` (``StateStore.checkpoint``, after
   ``tracker.flush()``), ``geko_sampler.{json,safetensors}`` (plan and position, via
-  ``save_tree``), ``geko_epochs.parquet`` (history summary) and, last, ``geko_state.json``.
+  ``save_tree``), ``geko_history.*``, ``geko_epochs.parquet`` (history summary) and, last,
+  ``geko_state.json``.
   ``train(resume_from_checkpoint=...)`` restores them first. The restored sampler starts exactly at
   the saved plan position, so HF must skip nothing: :meth:`_init_training_state` reports the
   state's epoch and zero batches trained in it (HF's own arithmetic, ``global_step //
@@ -114,48 +123,35 @@ How it fits into the Trainer of transformers 5.23, and why:
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
-import json
 import logging
 import math
-import os
-import shutil
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from geko_state import (
-    GEKO_DEFAULT,
-    GEKOConfig,
-    HistoryConfig,
-    PartitionStats,
-    Run,
-    StateStore,
-    build_report,
-)
-from geko_state.errors import ConfigError, InputError, StateFileError
-from geko_state.io import atomic_path, atomic_write_json
-from geko_state.planning import Budget, BudgetKind, parse_budget
+from geko_state import StateStore, build_report
+from geko_state.errors import ConfigError, InputError
 from geko_state.plots import MissingDependencyError
 from geko_state.report import EfficiencyReport
 from geko_state.schema import Bucket
-from geko_state.selection import SelectionConfig, SelectionKind
 
-from .checkpoint import restore_state
+from .checkpoint import GEKO_EPOCHS_FILE, GEKO_HISTORY, GEKO_META_FILE, GEKO_SAMPLER, GEKO_STATE_FILE
 from .data import SAMPLE_ID, GEKODataset
-from .distributed import dist_rank_world, replica_path
+from .distributed import dist_rank_world
 from .sampler import GEKOSampler
-from .serialization import load_tree, save_tree
-from .signals import IGNORE_INDEX, TaskKind, lm_labels, model_logits
+from .session import EpochEnd, GEKOSession, GEKOSettings
+from .signals import batch_labels, model_logits
 from .tracker import GEKOTracker
 
 try:
     from transformers import Trainer, TrainerCallback
+    from transformers.trainer import TRAINER_STATE_NAME
     from transformers.trainer_utils import (
         PREFIX_CHECKPOINT_DIR,
         RemoveColumnsCollator,
@@ -169,6 +165,7 @@ except ImportError:  # pragma: no cover - exercised only without transformers
 
 __all__ = [
     "GEKO_EPOCHS_FILE",
+    "GEKO_HISTORY",
     "GEKO_META_FILE",
     "GEKO_SAMPLER",
     "GEKO_STATE_FILE",
@@ -178,13 +175,40 @@ __all__ = [
 
 log = logging.getLogger("geko_torch")
 
-# Files added to HF's checkpoint-<step>/ directory.
-GEKO_STATE_FILE = "geko_state.arrow"
-GEKO_SAMPLER = "geko_sampler"  # save_tree name: geko_sampler.json (+ .safetensors)
-GEKO_EPOCHS_FILE = "geko_epochs.parquet"
-GEKO_HISTORY = "geko_history"  # the history writer's bucket codes (exact transitions after a resume)
-GEKO_META_FILE = "geko_state.json"  # written last: its presence marks the GEKO part complete
-_META_FORMAT = 1
+# The GEKO part of a checkpoint is the same for every trainer (geko_torch.checkpoint); its files
+# are re-exported here for existing imports.
+_LEGACY_KEYWORDS = {  # GEKOHFTrainer(geko_<name>=...) -> GEKOSettings(<name>=...), deprecated
+    f"geko_{f.name}": f.name for f in dataclasses.fields(GEKOSettings)
+}
+_SETTINGS_DEFAULTS = {name: getattr(GEKOSettings(), name) for name in _LEGACY_KEYWORDS.values()}
+
+
+def _settings(geko_args: GEKOSettings | None, kwargs: dict[str, Any]) -> GEKOSettings:
+    """The trainer's GEKOSettings: ``geko_args``, or one built from the deprecated ``geko_<field>=``
+    keywords (popped from ``kwargs``, warned); both at once are refused."""
+    if geko_args is not None and not isinstance(geko_args, GEKOSettings):
+        raise ConfigError(f"geko_args must be a geko_torch.GEKOSettings, got {type(geko_args).__name__}")
+    legacy = {k: kwargs.pop(k) for k in list(kwargs) if k in _LEGACY_KEYWORDS}
+    if not legacy:
+        return GEKOSettings() if geko_args is None else geko_args
+    if geko_args is not None:
+        raise ConfigError(
+            f"give the GEKO settings either as geko_args=GEKOSettings(...) or as the deprecated keywords "
+            f"{sorted(legacy)}, not both"
+        )
+    warnings.warn(
+        f"GEKOHFTrainer({', '.join(f'{k}=' for k in sorted(legacy))}) is deprecated; pass "
+        f"geko_args=GEKOSettings({', '.join(f'{_LEGACY_KEYWORDS[k]}=' for k in sorted(legacy))})",
+        DeprecationWarning, stacklevel=3,
+    )
+    # None was the old keywords' default for fields GEKOSettings gives a real default
+    fields = {_LEGACY_KEYWORDS[k]: v for k, v in legacy.items()
+              if v is not None or _SETTINGS_DEFAULTS[_LEGACY_KEYWORDS[k]] is None}
+    try:
+        return GEKOSettings(**fields)
+    except ConfigError as e:  # name the keyword the caller wrote
+        msg = str(e)
+        raise ConfigError(f"geko_{msg}" if msg.startswith(tuple(_LEGACY_KEYWORDS.values())) else msg) from None
 
 
 class _SampleIdCollator:
@@ -249,84 +273,29 @@ class _GEKOCallback(TrainerCallback):
 class GEKOTrainerMixin:
     """GEKO sample selection for a ``transformers.Trainer`` (sub)class; see the module docstring.
 
-    Keyword arguments, all optional, besides the Trainer's own:
-    ``geko_config`` (:class:`~geko_state.GEKOConfig`), ``geko_run_dir`` (default
-    ``<output_dir>/geko``), ``geko_budget`` (draws per epoch: ``"trainable"``, ``"full"``, a count or
-    a fraction of N), ``geko_replacement`` (plans drawn with replacement), ``geko_history``
-    (:class:`~geko_state.HistoryConfig`), ``geko_task`` (``"auto"``, ``"causal_lm"``,
-    ``"classification"``), ``geko_correct_loss_below`` / ``geko_token_accuracy`` (causal-LM
-    correctness rule), ``geko_compute_confidence`` / ``geko_compute_correctness``
-    (``fn(outputs, batch) -> Tensor[B]``), ``geko_stop_when_mastered`` (stop after an epoch whose
-    state is mastered; GEKO selection only), ``geko_selection`` (a
-    :class:`~geko_state.selection.SelectionConfig` or a policy name: ``"geko"``, or the baselines
-    ``"uniform"``, ``"infobatch"``, ``"random_subset"``), ``geko_sync_every`` (under torch.distributed:
-    exchange the ranks' observations every this many micro-batches; default every one).
+    ``geko_args``: a :class:`~geko_torch.session.GEKOSettings` (default ``GEKOSettings()``; its
+    ``run_dir`` defaults to ``<output_dir>/geko``), besides the Trainer's own arguments. The loose
+    ``geko_<field>=`` keywords of earlier versions (``geko_config``, ``geko_budget``, ...) still
+    work, one per ``GEKOSettings`` field, with a ``DeprecationWarning``.
     """
 
-    def __init__(
-        self,
-        *args: Any,
-        geko_config: GEKOConfig | None = None,
-        geko_run_dir: str | os.PathLike | None = None,
-        geko_budget: Budget = BudgetKind.TRAINABLE,
-        geko_replacement: bool = False,
-        geko_history: HistoryConfig | None = None,
-        geko_task: TaskKind | str = "auto",
-        geko_correct_loss_below: float = 0.5,
-        geko_token_accuracy: float | None = None,
-        geko_compute_confidence: Callable[[Any, Any], torch.Tensor] | None = None,
-        geko_compute_correctness: Callable[[Any, Any], torch.Tensor] | None = None,
-        geko_stop_when_mastered: bool = True,
-        geko_selection: SelectionConfig | str | None = None,
-        geko_sync_every: int = 1,
-        **kwargs: Any,
-    ) -> None:
-        config = GEKO_DEFAULT if geko_config is None else geko_config
-        if not isinstance(config, GEKOConfig):
-            raise ConfigError(f"geko_config must be a GEKOConfig, got {type(config).__name__}")
-        parse_budget(geko_budget)
-        try:
-            selection = SelectionConfig.coerce(geko_selection)
-        except ConfigError as e:
-            raise ConfigError(f"geko_selection: {e}") from None
-        if isinstance(geko_sync_every, bool) or not isinstance(geko_sync_every, int) or geko_sync_every < 1:
-            raise ConfigError(f"geko_sync_every must be an integer >= 1, got {geko_sync_every!r}")
-        if geko_history is not None and not isinstance(geko_history, HistoryConfig):
-            raise ConfigError(f"geko_history must be a HistoryConfig, got {type(geko_history).__name__}")
-        if geko_task != "auto":
-            try:
-                geko_task = TaskKind(geko_task)
-            except ValueError:
-                raise ConfigError(
-                    f"geko_task must be 'auto' or one of {[k.value for k in TaskKind]}, got {geko_task!r}"
-                ) from None
-        for name, fn in (("geko_compute_confidence", geko_compute_confidence),
-                         ("geko_compute_correctness", geko_compute_correctness)):
-            if fn is not None and not callable(fn):
-                raise ConfigError(f"{name} must be a callable fn(outputs, batch) -> Tensor[B], got {type(fn).__name__}")
+    def __init__(self, *args: Any, geko_args: GEKOSettings | None = None, **kwargs: Any) -> None:
+        settings = _settings(geko_args, kwargs)  # takes the deprecated geko_* keywords out of kwargs
         super().__init__(*args, **kwargs)
-        self._geko_config = config
-        self._geko_budget = geko_budget
-        self._geko_replacement = bool(geko_replacement)
-        self._geko_history = geko_history
-        self._geko_task = geko_task
-        self._geko_correct_loss_below = float(geko_correct_loss_below)
-        self._geko_token_accuracy = geko_token_accuracy
-        self._geko_confidence_fn = geko_compute_confidence
-        self._geko_correctness_fn = geko_compute_correctness
-        self._geko_stop_when_mastered = bool(geko_stop_when_mastered)
-        self._geko_selection = selection
-        self._geko_sync_every = geko_sync_every
-        self._geko_run = Run(Path(geko_run_dir) if geko_run_dir is not None else Path(self.args.output_dir) / "geko")
-        self._geko_store: StateStore | None = None
-        self._geko_sampler: GEKOSampler | None = None
-        self._geko_tracker: GEKOTracker | None = None
+        self._geko_settings = settings
+        run_dir = Path(settings.run_dir) if settings.run_dir is not None else Path(self.args.output_dir) / "geko"
+        # Under torch.distributed the session creates GEKO's private process group here, where
+        # every rank constructs the trainer at the same point: the tracker's observation exchange
+        # and the loss's sample count travel on it, never queued behind DDP's all-reduces.
+        self._geko_session = GEKOSession(
+            settings, run_dir=run_dir, seed=int(self.args.seed), rank=int(self.args.process_index),
+            world_size=int(self.args.world_size),
+        )
         self._geko_src: Any = None  # the train_dataset the wrapper below was made from
         self._geko_dataset: GEKODataset | None = None
         self._geko_generator: torch.Generator | None = None
         self._geko_group_items: torch.Tensor | None = None  # valid samples of the current accumulated batch
         self._geko_building_train_loader = False
-        self._geko_group: Any = None  # torch.distributed: GEKO's private process group (see _geko_process_group)
         if getattr(self, "compute_loss_func", None) is not None or self.args.label_smoothing_factor != 0:
             warnings.warn(
                 "GEKOHFTrainer trains on its own per-sample cross-entropy; compute_loss_func and label "
@@ -340,16 +309,34 @@ class GEKOTrainerMixin:
         self.add_callback(_GEKOCallback(self))
         if self.train_dataset is not None:
             self._geko_wrap(self.train_dataset)  # a wrong dataset fails here, before training starts
-        if self.args.world_size > 1:
-            # Creating a process group is collective: do it here, where every rank constructs the
-            # trainer at the same point, not at a first use that only one rank might reach.
-            self._geko_process_group()
+
+    @property
+    def geko_args(self) -> GEKOSettings:
+        """The GEKO settings of this trainer."""
+        return self._geko_settings
+
+    @property
+    def geko_session(self) -> GEKOSession:
+        """The GEKO lifecycle (state, sampler, tracker, epoch ends, checkpoints' GEKO part)."""
+        return self._geko_session
+
+    @property
+    def _geko_store(self) -> StateStore | None:
+        return self._geko_session.store
+
+    @property
+    def _geko_sampler(self) -> GEKOSampler | None:
+        return self._geko_session.sampler
+
+    @property
+    def _geko_tracker(self) -> GEKOTracker | None:
+        return self._geko_session.tracker
 
     # ------------------------------------------------------------------ accessors
     @property
     def geko_run_dir(self) -> Path:
         """The GEKO run directory (state, history; ``geko sql|report`` work on it)."""
-        return self._geko_run.root
+        return self._geko_session.run.root
 
     @property
     def geko_store(self) -> StateStore:
@@ -385,29 +372,6 @@ class GEKOTrainerMixin:
             self._geko_dataset = GEKODataset(dataset)
             self._geko_src = src
         return self._geko_dataset
-
-    def _geko_is_main(self) -> bool:
-        """Rank 0 (or the only process): the replica whose state is the run directory's file and
-        which alone writes the run directory's history."""
-        return self.args.process_index == 0
-
-    def _geko_process_group(self) -> Any:
-        """GEKO's own process group over every rank (None in one process): the tracker's
-        observation exchange and the loss's sample count travel on it, never queued behind (or in
-        front of) DDP's gradient all-reduces. One group for the trainer's lifetime: every tracker
-        built (fresh start, resume) reuses it."""
-        if self.args.world_size <= 1:
-            return None
-        if self._geko_group is None:
-            import torch.distributed as dist
-
-            if not (dist.is_available() and dist.is_initialized()):
-                raise ConfigError(
-                    f"world_size={self.args.world_size} but torch.distributed is not initialised; launch with "
-                    "torchrun / accelerate launch"
-                )
-            self._geko_group = dist.new_group()
-        return self._geko_group
 
     def _geko_check_setup(self) -> None:
         world = int(self.args.world_size)
@@ -456,81 +420,32 @@ class GEKOTrainerMixin:
             return max(1, -(-a.max_steps // per_epoch))
         return max(1, math.ceil(a.num_train_epochs))
 
-    def _geko_build(self, store: StateStore) -> None:
-        """Sampler and tracker around ``store`` for the current arguments."""
-        self._geko_store = store
-        # Every rank builds the same plan (same state, seed, epoch) and draws its own shard of it.
-        self._geko_sampler = GEKOSampler(
-            store, seed=int(self.args.seed), total_epochs=self._geko_total_epochs(store.n_samples),
-            budget=self._geko_budget, replacement=self._geko_replacement,
-            rank=int(self.args.process_index), world_size=int(self.args.world_size),
-            selection=self._geko_selection,
-        )
-        # Under torch.distributed the tracker exchanges every rank's observations (a replica of the
-        # whole state on every rank); only rank 0 records history.
-        self._geko_tracker = GEKOTracker(
-            store, sampler=self._geko_sampler, run_dir=self.geko_run_dir, history=self._geko_history,
-            task=self._geko_task, correct_loss_below=self._geko_correct_loss_below,
-            token_accuracy=self._geko_token_accuracy, compute_confidence=self._geko_confidence_fn,
-            compute_correctness=self._geko_correctness_fn, record_history=self._geko_is_main(),
-            process_group=self._geko_process_group(), sync_every=self._geko_sync_every,
-        )
-
-    def _geko_ensure(self) -> None:
+    def _geko_n_samples(self) -> int:
         if self.train_dataset is None:
             raise InputError("GEKOHFTrainer needs a train_dataset for its state (one row per train item)")
-        n = len(self._geko_wrap(self.train_dataset))
-        if self._geko_store is not None:
-            if self._geko_store.n_samples == n:
-                return
-            if self._geko_store.epoch > 0 or self._geko_store.observations_total > 0:
-                raise InputError(
-                    f"train_dataset now has {n} items but the GEKO state has {self._geko_store.n_samples} "
-                    "and was trained on; keep the train dataset fixed during a run"
-                )
-            self._geko_store.close()
-        if self._geko_is_main():
-            self.geko_run_dir.mkdir(parents=True, exist_ok=True)
-        # Rank 0's state is the run directory's file, the other ranks' are in-memory replicas.
-        store = StateStore.create(n, replica_path(self._geko_run.state_path), self._geko_config, overwrite=True)
-        self._geko_build(store)
+        return len(self._geko_wrap(self.train_dataset))
 
-    def _geko_start_fresh(self) -> None:
-        """A new training run: a pristine state (recreated if this trainer trained before) and no
-        history left from an earlier run in the same directory."""
-        self._geko_ensure()
-        store = self._geko_store
-        if store.epoch > 0 or store.observations_total > 0 or store.skipped_total > 0:
-            store.close()
-            store = StateStore.create(store.n_samples, replica_path(self._geko_run.state_path), self._geko_config,
-                                      overwrite=True)
-        if self._geko_is_main():
-            self._geko_run.epochs_path.unlink(missing_ok=True)
-            for p in self._geko_run.history_files().values():
-                p.unlink(missing_ok=True)
-        self._geko_build(store)  # a new HistoryWriter: the old one cached the removed summary rows
+    def _geko_ensure(self) -> None:
+        n = self._geko_n_samples()
+        self._geko_session.open(n, self._geko_total_epochs(n))
+
+    def _geko_drop_last_below(self) -> int:
+        """A remainder of the plan smaller than this is never trained (``dataloader_drop_last``)."""
+        return int(self._train_batch_size) if self.args.dataloader_drop_last else 0
 
     def _geko_epoch_done(self) -> bool:
-        """Every batch of the current epoch's plan was trained (the last partial one is never
-        trained with ``dataloader_drop_last``)."""
-        s = self._geko_sampler
-        remaining = len(s) - s.consumed
-        return remaining <= 0 or (self.args.dataloader_drop_last and remaining < int(self._train_batch_size))
+        """Every batch of the current epoch's plan was trained."""
+        return self._geko_session.epoch_done(self._geko_drop_last_below())
 
-    def _geko_end_epoch(self) -> PartitionStats:
-        # Apply what is still queued first (collective under torch.distributed: every rank ends
-        # the epoch here), so the logged figures count the epoch's last batches too.
-        self._geko_tracker.flush()
-        trained = self._geko_tracker.epoch_stats.samples
-        mean_loss = self._geko_tracker.epoch_mean_loss
-        stats = self._geko_tracker.end_epoch()
-        counts = stats.counts
+    def _geko_end_epoch(self) -> EpochEnd:
+        end = self._geko_session.end_epoch()
+        counts = end.stats.counts
         if str(getattr(self.args.logging_strategy, "value", self.args.logging_strategy)) != "no":
             self.log({
-                "geko_samples_trained": trained, "geko_mean_loss": mean_loss,
-                **{f"geko_{b.name.lower()}": counts[b] for b in Bucket}, "geko_pruned": stats.pruned,
+                "geko_samples_trained": end.samples_trained, "geko_mean_loss": end.mean_loss,
+                **{f"geko_{b.name.lower()}": counts[b] for b in Bucket}, "geko_pruned": end.stats.pruned,
             })
-        return stats
+        return end
 
     # ------------------------------------------------------------------ callback hooks
     def _geko_on_step_end(self, state: Any) -> None:
@@ -546,18 +461,13 @@ class GEKOTrainerMixin:
             return
         if not self._geko_epoch_done() and control.should_training_stop:
             return  # stopped mid-epoch: the epoch stays open, a resumed run completes it
-        stats = self._geko_end_epoch()
+        end = self._geko_end_epoch()
         state.epoch = float(self._geko_store.epoch)
-        # Stopping on mastery is GEKO's; a baseline trains every epoch it was given.
-        if (stats.mastered and self._geko_stop_when_mastered and self._geko_selection.policy is SelectionKind.GEKO
-                and self._geko_store.epoch < self._geko_sampler.total_epochs):
-            log.info("GEKO: the state is mastered after epoch %d; stopping training", stats.epoch)
+        if end.stop:  # the session's rule: mastered, GEKO selection, stop_when_mastered
             control.should_training_stop = True
 
     def _geko_on_train_end(self) -> None:
-        if self._geko_tracker is not None:
-            self._geko_tracker.flush()
-            self._geko_store.flush()
+        self._geko_session.flush()
 
     # ------------------------------------------------------------------ data
     def get_train_dataloader(self):
@@ -638,17 +548,35 @@ class GEKOTrainerMixin:
         if resume_from_checkpoint is False:
             resume_from_checkpoint = None
         if isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            resume_from_checkpoint = self._geko_last_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
                 raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
         if self.train_dataset is not None:
             self._geko_check_setup()
+            n = self._geko_n_samples()
             if resume_from_checkpoint is not None:
-                self._geko_restore(resume_from_checkpoint)
+                self._geko_session.resume(resume_from_checkpoint, n, self._geko_total_epochs(n))
+                # Saved after the epoch's last batch but before its end: end it now, as the
+                # uninterrupted run did right after that save.
+                self._geko_session.resume_epoch_end(self._geko_drop_last_below())
             else:
-                self._geko_start_fresh()
+                self._geko_session.start_fresh(n, self._geko_total_epochs(n))
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial,
                              ignore_keys_for_eval=ignore_keys_for_eval, **kwargs)
+
+    def _geko_last_checkpoint(self, folder: str) -> str | None:
+        """The newest *complete* ``checkpoint-<step>`` of ``folder``. HF writes a checkpoint in
+        place (no temporary name), the GEKO part first and its own ``trainer_state.json`` last, so a
+        process killed while saving leaves a partial directory that HF's ``get_last_checkpoint``
+        would pick; one with HF's trainer state and the GEKO part's metadata is complete."""
+        if self.train_dataset is None:
+            return get_last_checkpoint(folder)
+        found = []
+        for p in Path(folder).glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+            step = p.name[len(PREFIX_CHECKPOINT_DIR) + 1:]
+            if step.isdigit() and (p / TRAINER_STATE_NAME).is_file() and (p / GEKO_META_FILE).is_file():
+                found.append((int(step), p))
+        return str(max(found)[1]) if found else None
 
     def set_initial_training_values(self, args: Any, dataloader: Any):
         if self._geko_store is None:
@@ -668,14 +596,17 @@ class GEKOTrainerMixin:
             return super()._run_epoch(*args, **kwargs)
         kw = inspect.signature(super()._run_epoch).bind(*args, **kwargs).arguments
         epoch = int(kw["epoch"])
+        if self._geko_session.stop_pending:  # the epoch ended at resume said the state is mastered
+            self._geko_session.stop_pending = False
+            self.control.should_training_stop = True
+            return None
         if epoch != self._geko_store.epoch:
             raise InputError(
                 f"transformers is starting epoch {epoch} but the GEKO state is at epoch {self._geko_store.epoch}; "
                 "the GEKO epoch ends must line up with the Trainer's (was the GEKO callback removed?)"
             )
         if self._geko_generator is not None:
-            seed = int(np.random.SeedSequence([int(self.args.seed), epoch]).generate_state(1, np.uint64)[0] >> 1)
-            self._geko_generator.manual_seed(seed)
+            self._geko_generator.manual_seed(self._geko_session.loader_seed(epoch))
         n = len(kw["train_dataloader"])  # builds this epoch's plan
         kw["steps_in_epoch"] = n
         kw["num_update_steps_per_epoch"] = -(-n // self.args.gradient_accumulation_steps)
@@ -694,28 +625,6 @@ class GEKOTrainerMixin:
         return None
 
     # ------------------------------------------------------------------ loss
-    def _geko_count_valid(self, batch: Mapping[str, Any], exclude: torch.Tensor | None = None) -> torch.Tensor | None:
-        """Samples of ``batch`` with at least one label token (0-dim tensor), or None when unknown;
-        ``exclude`` (bool ``[B]``) marks samples not to count."""
-        ignore = IGNORE_INDEX
-        labels = batch.get("labels")
-        if labels is None:
-            labels = lm_labels(batch, ignore)
-        if not isinstance(labels, torch.Tensor):
-            return None
-        task = self._geko_task
-        if task == "auto":
-            task = TaskKind.CAUSAL_LM if labels.ndim == 2 else TaskKind.CLASSIFICATION if labels.ndim == 1 else None
-        if task is TaskKind.CAUSAL_LM and labels.ndim == 2:
-            valid = (labels[:, 1:] != ignore).any(dim=1)
-        elif task is TaskKind.CLASSIFICATION and labels.ndim == 1:
-            valid = labels != ignore
-        else:
-            return None
-        if exclude is not None:
-            valid = valid & ~exclude.to(valid.device)
-        return valid.sum()
-
     def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any):
         """HF's micro-batches of one optimizer step; the count passed on is GEKO's: the valid
         samples of the whole accumulated batch, over every rank (see :meth:`compute_loss`)."""
@@ -723,28 +632,11 @@ class GEKOTrainerMixin:
         self._geko_group_items = None
         if (batch_samples and self._geko_sampler is not None
                 and all(isinstance(b, Mapping) and SAMPLE_ID in b for b in batch_samples)):
-            # Draws that only pad this rank's shard are trained but weigh 0: they are not counted.
             # Every earlier batch has been recorded, so the sampler stands at this group's start.
-            sizes = [int(b[SAMPLE_ID].shape[0]) for b in batch_samples]
-            pad = torch.from_numpy(self._geko_sampler.padding_mask(sum(sizes)))
-            counts, start = [], 0
-            for b, k in zip(batch_samples, sizes):
-                p = pad[start:start + k]
-                counts.append(self._geko_count_valid(b, exclude=p if bool(p.any()) else None))
-                start += k
-            if all(c is not None for c in counts):
-                total = counts[0].to(torch.int64)
-                for c in counts[1:]:
-                    total = total + c.to(total.device, torch.int64)
-                exchange = self._geko_tracker.exchange if self._geko_tracker is not None else None
-                if exchange is not None:
-                    # The count over every rank: each reaches this point once per optimizer step,
-                    # with as many micro-batches (the shards have equal length).
-                    import torch.distributed as dist
-
-                    total = total.to(exchange.device)
-                    dist.all_reduce(total, group=exchange.group)
-                    total = total.to(device)
+            # Under torch.distributed every rank reaches this point once per optimizer step, with
+            # as many micro-batches (the shards have equal length): the count is all-reduced.
+            total = self._geko_session.group_count(batch_samples, device)
+            if total is not None:
                 self._geko_group_items = total
                 return batch_samples, total
         return batch_samples, num_items
@@ -765,39 +657,16 @@ class GEKOTrainerMixin:
         labels = batch.pop("labels", None)
         outputs = model(**batch)
         logits = model_logits(outputs)
-        if labels is None:
-            labels = lm_labels(batch, IGNORE_INDEX) if logits.ndim == 3 else None
-            if labels is None:
-                raise InputError("the training batch has no 'labels' field; classification datasets must "
-                                 "provide one per item ('label' or 'labels')")
-        tracker, sampler = self._geko_tracker, self._geko_sampler
-        sig = tracker.signals(logits, labels, outputs=outputs, batch={**batch, "labels": labels})
-        pad = sampler.padding_mask(int(sig.loss.shape[0]))  # before record(), which advances the sampler
-        tracker.record(ids, sig)
-        w = sampler.loss_weights_for(ids, sig.loss.device)  # InfoBatch: re-weighted kept samples
-        losses = sig.loss if w is None else sig.loss * w
-        if num_items_in_batch is not None and num_items_in_batch is self._geko_group_items:
-            # The gradient of one process training the whole accumulated global batch is
-            #     sum over its valid samples of grad(loss_i) / N,
-            # N = the valid samples of the accumulated batch on every rank (get_batch_samples: a sum
-            # over ranks, padding draws excluded; HF's own num_items_in_batch, token counts gathered
-            # or not by average_tokens_across_devices, is not used). Each micro-batch contributes
-            #     world_size * (sum of its valid, non-padding losses) / N;
-            # gradient accumulation adds the micro-batches up (loss_is_scaled_for_ga: HF divides by
-            # nothing) and DDP averages the ranks (divides by world_size), which gives exactly that
-            # gradient, however the valid samples are spread over micro-batches and ranks. One
-            # process: world_size 1, N the local count.
-            keep = sig.valid.to(losses.device) & ~torch.from_numpy(pad).to(losses.device)
-            total = torch.where(keep, losses, losses.new_zeros(())).sum()  # a padded NaN must not leak in
-            n = num_items_in_batch.to(total.device, total.dtype).clamp(min=1)
-            loss = total * float(self.args.world_size) / n
-            self.loss_is_scaled_for_ga = True
-        else:
-            # No GEKO count for this step: the micro-batch mean over its valid, non-padding samples
-            # (under torch.distributed over the global micro-batch, scaled for DDP's average: one
-            # scalar all-reduce), which HF divides by the GA steps.
-            loss = tracker.global_mean(losses)
-            self.loss_is_scaled_for_ga = False
+        labels = batch_labels({**batch, "labels": labels}, logits)
+        sig = self._geko_tracker.signals(logits, labels, outputs=outputs, batch={**batch, "labels": labels})
+        # The session's loss (GEKOSession.train_loss, the same as GEKOTrainer's): with GEKO's count
+        # of the accumulated batch (get_batch_samples; HF's token count is not used) it is already
+        # normalised for gradient accumulation, so HF divides by nothing; without one it is the
+        # micro-batch mean, which HF divides by the GA steps.
+        count = num_items_in_batch if num_items_in_batch is not None and num_items_in_batch is self._geko_group_items \
+            else None
+        loss, scaled = self._geko_session.train_loss(ids, sig, count, accumulation_steps=None)
+        self.loss_is_scaled_for_ga = scaled
         return (loss, outputs) if return_outputs else loss
 
     # ------------------------------------------------------------------ checkpoints
@@ -809,107 +678,41 @@ class GEKOTrainerMixin:
             self._geko_tracker.flush()
             if self.args.should_save:
                 out = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-                self._geko_save(out)
+                self._geko_session.save(out, global_step=int(self.state.global_step))
+                self._geko_store.flush()
         super()._save_checkpoint(model, trial)
 
-    def _geko_save(self, directory: Path) -> None:
-        """Write the GEKO part of a checkpoint into ``directory`` (HF's checkpoint-<step>/); the
-        tracker has been flushed (on every rank)."""
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / GEKO_META_FILE).unlink(missing_ok=True)  # incomplete until rewritten last
-        tracker, store = self._geko_tracker, self._geko_store
-        store.checkpoint(directory / GEKO_STATE_FILE)
-        save_tree(self._geko_sampler.state_dict(), directory, GEKO_SAMPLER)
-        if tracker.history is not None:
-            save_tree(tracker.history_state(), directory, GEKO_HISTORY)
-        if self._geko_run.epochs_path.is_file():
-            with atomic_path(directory / GEKO_EPOCHS_FILE) as tmp:
-                shutil.copyfile(self._geko_run.epochs_path, tmp)
-        else:
-            (directory / GEKO_EPOCHS_FILE).unlink(missing_ok=True)
-        atomic_write_json(directory / GEKO_META_FILE, {
-            "format": _META_FORMAT,
-            "n_samples": store.n_samples,
-            "epoch": store.epoch,
-            "global_step": int(self.state.global_step),
-            "total_epochs": self._geko_sampler.total_epochs,
-            "seed": self._geko_sampler.seed,
-            "selection": self._geko_selection.to_dict(),
-            "config": store.config.to_dict(),
-            "tracker": tracker.state_dict(),
-        })
-        store.flush()
-
-    def _geko_restore(self, checkpoint: str | os.PathLike) -> None:
-        """Replace the live state by the checkpoint's and continue its plan where it stopped."""
-        ckpt = Path(checkpoint)
-        meta_path = ckpt / GEKO_META_FILE
-        if not meta_path.is_file():
-            raise InputError(
-                f"{ckpt}: no GEKO state in this checkpoint ({GEKO_META_FILE} missing); resume from a checkpoint "
-                "written by GEKOHFTrainer, or train without resume_from_checkpoint"
-            )
-        try:
-            meta = json.loads(meta_path.read_text())
-            n_saved, tracker_state = int(meta["n_samples"]), meta["tracker"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise StateFileError(f"{meta_path}: unreadable GEKO checkpoint metadata ({e})") from None
-        if meta.get("format") != _META_FORMAT:
-            raise StateFileError(f"{meta_path}: GEKO checkpoint format {meta.get('format')}, expected {_META_FORMAT}")
-        n = len(self._geko_wrap(self.train_dataset))
-        if n_saved != n:
-            raise InputError(
-                f"{ckpt}: the checkpoint's GEKO state has {n_saved} samples but train_dataset has {n}; "
-                "resume with the same train dataset"
-            )
-        saved_policy = (meta.get("selection") or {}).get("policy", SelectionKind.GEKO.value)  # older: GEKO
-        if saved_policy != self._geko_selection.policy.value:
-            raise InputError(
-                f"{ckpt}: the checkpoint was trained with geko_selection={saved_policy!r}, this trainer uses "
-                f"{self._geko_selection.policy.value!r}; resume with the same selection policy"
-            )
-        src = ckpt / GEKO_STATE_FILE
-        if not src.is_file():
-            raise StateFileError(f"{src}: missing; {ckpt} is not a complete GEKO checkpoint")
-        if self._geko_store is not None:
-            self._geko_store.close()
-            self._geko_store = None
-        run = self._geko_run
-        if self._geko_is_main():
-            run.root.mkdir(parents=True, exist_ok=True)
-        # Every rank restores the same state: rank 0 into the run directory's file, the others
-        # into in-memory replicas.
-        store = restore_state(ckpt, replica_path(run.state_path), name=GEKO_STATE_FILE)
-        if store.config != self._geko_config:
-            warnings.warn(f"{ckpt}: resuming with the checkpoint's GEKOConfig, not the geko_config given", stacklevel=3)
-        if self._geko_is_main():
-            # The history as of the checkpoint: what a stopped run wrote after it is dropped.
-            if (ckpt / GEKO_EPOCHS_FILE).is_file():
-                with atomic_path(run.epochs_path) as tmp:
-                    shutil.copyfile(ckpt / GEKO_EPOCHS_FILE, tmp)
+    # ------------------------------------------------------------------ the learning rate
+    def create_scheduler(self, num_training_steps: int, optimizer: Any = None):
+        """HF's scheduler, times the Mountain Curriculum's LR multiplier at the current training
+        progress (GEKO selection with ``use_curriculum``), as in ``GEKOTrainer``. A scheduler that
+        is not a ``LambdaLR`` (e.g. ``reduce_lr_on_plateau``) is kept as it is (warned)."""
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        session = self._geko_session
+        if session.curriculum_on and getattr(scheduler, "_geko_curriculum", False) is False:
+            if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                scheduler.lr_lambdas = [_with_multiplier(fn, session) for fn in scheduler.lr_lambdas]
+                # LambdaLR computed the initial learning rates before the wrap: recompute them.
+                for group, base, fn in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                    group["lr"] = base * fn(scheduler.last_epoch)
+                scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
+                scheduler._geko_curriculum = True
             else:
-                run.epochs_path.unlink(missing_ok=True)
-            for e, p in run.history_files().items():
-                if e > store.epoch:
-                    p.unlink(missing_ok=True)
-        self._geko_build(store)
-        if meta.get("total_epochs") != self._geko_sampler.total_epochs:
-            warnings.warn(
-                f"{ckpt}: saved with {meta.get('total_epochs')} GEKO epochs, resumed with "
-                f"{self._geko_sampler.total_epochs}; curriculum progress differs from the original run",
-                stacklevel=3,
-            )
-        self._geko_sampler.load_state_dict(load_tree(ckpt, GEKO_SAMPLER))
-        self._geko_tracker.load_state_dict(tracker_state)
-        if (ckpt / f"{GEKO_HISTORY}.json").is_file():
-            self._geko_tracker.load_history_state(load_tree(ckpt, GEKO_HISTORY))
-        if (self._geko_sampler.global_position > 0 and self._geko_epoch_done()
-                and store.epoch < self._geko_sampler.total_epochs):
-            # Saved after the epoch's last batch but before its end: end it now, as the
-            # uninterrupted run did right after that save.
-            self._geko_tracker.end_epoch()
+                warnings.warn(
+                    f"lr_scheduler {type(scheduler).__name__} is not a LambdaLR: the curriculum's learning-rate "
+                    "multiplier is not applied", stacklevel=2,
+                )
+        return scheduler
+
+
+def _with_multiplier(fn: Callable[[int], float], session: GEKOSession) -> Callable[[int], float]:
+    # A plain function (not a callable object): LambdaLR.state_dict() then saves nothing of it.
+    def factor(step: int) -> float:
+        return fn(step) * session.lr_multiplier()
+
+    return factor
 
 
 class GEKOHFTrainer(GEKOTrainerMixin, Trainer):
     """``transformers.Trainer`` with GEKO sample selection: ``Trainer(...)`` becomes
-    ``GEKOHFTrainer(..., geko_config=GEKOConfig(...))``. See :class:`GEKOTrainerMixin`."""
+    ``GEKOHFTrainer(..., geko_args=GEKOSettings(config=GEKOConfig(...)))``. See :class:`GEKOTrainerMixin`."""

@@ -17,7 +17,13 @@ from geko_state.selection import SelectionConfig, SelectionKind, plan_selection
 from .distributed import dist_rank_world
 from .threads import torch_threads_kept
 
-__all__ = ["GEKOSampler", "shard_from"]
+__all__ = ["DEFAULT_REPLACEMENT", "GEKOSampler", "shard_from"]
+
+# Training draws without replacement by default: every drawn sample trains at most once per epoch
+# (measured: README "Choosing the defaults"). The engine's plan_epoch keeps the seeds' algorithm
+# (with replacement, DESIGN section 2); every training entry point (this sampler, both trainers,
+# geko train) uses this one default.
+DEFAULT_REPLACEMENT = False
 
 
 def shard_from(ids: np.ndarray, offset: int, rank: int, world_size: int) -> np.ndarray:
@@ -74,7 +80,7 @@ class GEKOSampler(Sampler[int]):
         seed: int = 0,
         total_epochs: int | None = None,
         budget: Budget = BudgetKind.TRAINABLE,
-        replacement: bool = True,
+        replacement: bool = DEFAULT_REPLACEMENT,
         rank: int | None = None,
         world_size: int | None = None,
         selection: SelectionConfig | str | None = None,

@@ -28,6 +28,7 @@ __all__ = [
     "SampleSignals",
     "TaskKind",
     "apply_custom",
+    "batch_labels",
     "causal_lm_signals",
     "classification_signals",
     "compute_signals",
@@ -310,6 +311,18 @@ def lm_labels(batch: Mapping[str, Any], ignore_index: int = IGNORE_INDEX) -> tor
     if isinstance(mask, torch.Tensor) and mask.shape == ids.shape:
         return ids.masked_fill(mask == 0, ignore_index)
     return ids
+
+
+def batch_labels(batch: Mapping[str, Any], logits: torch.Tensor) -> torch.Tensor:
+    """The labels a training or evaluation batch is scored against: its ``labels`` field, or for
+    a causal LM without one (``logits`` ``[B, T, V]``) every attended token (:func:`lm_labels`)."""
+    labels = batch.get("labels")
+    if labels is None and getattr(logits, "ndim", None) == 3:
+        labels = lm_labels(batch)
+    if labels is None:
+        raise InputError("the batch has no 'labels' field; classification datasets must provide one per item "
+                         "('label' or 'labels')")
+    return labels
 
 
 def infer_task(logits: torch.Tensor) -> TaskKind:

@@ -253,6 +253,14 @@ class GEKOTracker:
             return values[3] * (torch.isfinite(values[0]) & torch.isfinite(values[1]))
         return values[3]
 
+    @property
+    def loss_mask(self) -> torch.Tensor:
+        """float ``[B]`` of the batch just recorded: 1 for the samples the training loss keeps (a
+        label token, not a padding draw, and under ``nan_policy="skip"`` a finite result), else 0."""
+        if self._last_mask is None:
+            raise InputError("loss_mask: no batch recorded yet (tracker.loss / record first)")
+        return self._last_mask
+
     def global_mean(self, losses: torch.Tensor) -> torch.Tensor:
         """The loss to backpropagate for the batch just recorded: the mean of ``losses`` (float
         ``[B]``, e.g. ``tracker.loss(...)`` times loss weights) over its samples that have a label

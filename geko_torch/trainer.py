@@ -28,12 +28,10 @@ from tqdm.auto import tqdm
 from geko_state import (
     GEKO_DEFAULT,
     GEKOConfig,
-    HistoryWriter,
     Run,
     StateStore,
     build_report,
 )
-from geko_state.curriculum import MOUNTAIN
 from geko_state.errors import ConfigError, InputError
 from geko_state.io import atomic_path
 from geko_state.plots import MissingDependencyError
@@ -41,24 +39,18 @@ from geko_state.report import EfficiencyReport
 from geko_state.schema import Bucket
 from geko_state.selection import SelectionKind
 
+from .checkpoint import TRAINER_STATE, remove_checkpoint, save_checkpoint
 from .checkpoint import load_checkpoint as _load_checkpoint
-from .checkpoint import (
-    remove_checkpoint,
-    remove_leftovers,
-    restore_run_history,
-    restore_state,
-    save_checkpoint,
-)
 from .data import SAMPLE_ID, GEKODataset, PadCollator
 from .distributed import (
     broadcast_json,
     collective_device,
     dist_rank_world,
-    replica_path,
 )
 from .lora import apply_lora, count_parameters
 from .sampler import GEKOSampler
-from .signals import lm_labels, model_logits
+from .session import GEKOSession
+from .signals import batch_labels, model_logits
 from .tracker import GEKOTracker
 from .training_args import GEKOTrainingArgs
 
@@ -171,10 +163,14 @@ class GEKOTrainer:
 
         self.run = Run(Path(args.output_dir))
         self.run.root.mkdir(parents=True, exist_ok=True)
-        # Every rank holds a replica of the state; rank 0's is the run directory's file.
-        self.store = StateStore.create(len(self.train_dataset), replica_path(self.run.state_path), config,
-                                       overwrite=True)
-        self._build_loop_objects()
+        # The GEKO side (state, sampler, tracker, epoch ends, the GEKO part of checkpoints) is the
+        # session's, shared with GEKOHFTrainer. Every rank holds a replica of the state; rank 0's
+        # is the run directory's file.
+        self.session = GEKOSession(
+            args.geko_settings(config, compute_confidence=compute_confidence, compute_correctness=compute_correctness),
+            run_dir=self.run.root, seed=args.seed, rank=self.rank, world_size=self.world_size,
+        )
+        self.session.open(len(self.train_dataset), args.num_epochs)
         self.optimizer = self._make_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         amp_device = self.device.type
@@ -220,19 +216,18 @@ class GEKOTrainer:
             return None
         return {p.name for p in params}
 
-    def _build_loop_objects(self) -> None:
-        a = self.args
-        self.sampler = GEKOSampler(
-            self.store, seed=a.seed, total_epochs=a.num_epochs, budget=a.budget, replacement=a.replacement,
-            selection=a.selection,
-        )
-        self.tracker = GEKOTracker(
-            self.store, sampler=self.sampler, run_dir=self.run.root, history=a.history,
-            task="auto" if a.task == "auto" else a.task,
-            correct_loss_below=a.correct_loss_below, token_accuracy=a.token_accuracy,
-            compute_confidence=self.compute_confidence, compute_correctness=self.compute_correctness,
-            record_history=self._is_main_process(), sync_every=a.sync_every,
-        )
+    @property
+    def store(self) -> StateStore:
+        """The state store: one row per train item."""
+        return self.session.store
+
+    @property
+    def sampler(self) -> GEKOSampler:
+        return self.session.sampler
+
+    @property
+    def tracker(self) -> GEKOTracker:
+        return self.session.tracker
 
     def _is_main_process(self) -> bool:
         return self.rank == 0
@@ -260,16 +255,13 @@ class GEKOTrainer:
 
     @property
     def _curriculum_on(self) -> bool:
-        """The Mountain Curriculum is part of GEKO: baselines train with the plain schedule."""
-        return self.config.use_curriculum and self.args.selection.policy is SelectionKind.GEKO
+        return self.session.curriculum_on
 
     def _lr_factor(self, step: int) -> float:
         """Linear warmup, times the curriculum's LR multiplier at the current training progress."""
         w = self.args.warmup_steps
         factor = min(1.0, (step + 1) / w) if w > 0 else 1.0
-        if self._curriculum_on and hasattr(self, "sampler"):
-            factor *= MOUNTAIN.spec_at(self.sampler.progress).lr_multiplier
-        return factor
+        return factor * self.session.lr_multiplier()
 
     # ------------------------------------------------------------------ data
     def _loader_kwargs(self) -> dict[str, Any]:
@@ -295,7 +287,7 @@ class GEKOTrainer:
                 generator=self._loader_generator, **self._loader_kwargs(),
             )
         # Reseeded per epoch so worker seeds do not depend on how many iterators came before.
-        self._loader_generator.manual_seed(self.args.seed * 1_000_003 + epoch)
+        self._loader_generator.manual_seed(self.session.loader_seed(epoch))
         return self._loader
 
     def _to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -308,15 +300,6 @@ class GEKOTrainer:
             k: v for k, v in batch.items()
             if k not in ("labels", SAMPLE_ID) and isinstance(v, torch.Tensor) and (names is None or k in names)
         }
-
-    @staticmethod
-    def _labels(batch: dict[str, Any], logits: torch.Tensor) -> torch.Tensor:
-        labels = batch.get("labels")
-        if labels is None and logits.ndim == 3:
-            labels = lm_labels(batch)  # plain language modelling: every attended token is a target
-        if labels is not None:
-            return labels
-        raise InputError("the batch has no 'labels' field; classification datasets must provide one per item")
 
     def _autocast(self):
         if self._autocast_dtype is None:
@@ -346,12 +329,13 @@ class GEKOTrainer:
         if self._finished:
             raise InputError("training already finished; build a new GEKOTrainer to train again")
         if self.global_step == 0 and self.store.epoch == 0 and not getattr(self, "_log_continues", False):
-            self._clear_earlier_history()
+            # A fresh run: a pristine state, and no history an earlier run left in this directory.
+            self.session.start_fresh(len(self.train_dataset), a.num_epochs)
         self._print_header()
-        model, opt = self.model, self.optimizer
+        model = self.model
         accum = a.gradient_accumulation_steps
         t_start = time.perf_counter()
-        stopped_early = False
+        stopped_early = mastered = False
         while self.store.epoch < a.num_epochs:
             epoch = self.store.epoch
             loader = self._train_loader()
@@ -359,39 +343,27 @@ class GEKOTrainer:
             bar = tqdm(total=n_batches, desc=f"{a.progress_label} {epoch + 1}/{a.num_epochs}", unit="batch",
                        disable=a.disable_progress_bar or not self._is_main_process(), leave=True)
             model.train()
-            opt.zero_grad(set_to_none=True)
-            for i, batch in enumerate(loader):
-                ids = batch.pop(SAMPLE_ID)
-                batch = self._to_device(batch)
-                step_ends = (i + 1) % accum == 0 or i + 1 == n_batches
-                with self._no_sync(not step_ends), self._autocast():
-                    outputs = self._forward(batch)
-                    logits = model_logits(outputs)
-                    sig = self.tracker.signals(logits, self._labels(batch, logits), outputs=outputs, batch=batch)
-                # Mean over samples with a label token; no host sync (the division stays on device).
-                # A policy that re-weights what it keeps (InfoBatch) scales each sample's share; the
-                # tracker still records the raw losses, so the state sees what the model did.
-                w = self.sampler.loss_weights_for(ids, self.device)
-                self.tracker.record(ids, sig)
-                # Under torch.distributed: the mean over the global batch (see GEKOTracker.global_mean).
-                loss = self.tracker.global_mean(sig.loss if w is None else sig.loss * w)
-                with self._no_sync(not step_ends):
-                    (self.scaler.scale(loss / accum) if self.scaler else loss / accum).backward()
-                if step_ends:
-                    self._optimizer_step()
-                    bar.set_postfix(loss=f"{self.tracker.epoch_mean_loss:.2f}",
-                                    phase=(p.value if (p := self.sampler.phase()) else "-"), refresh=False)
-                    if self._after_step():
-                        stopped_early = True
-                        break
-                bar.update(1)
+            self.optimizer.zero_grad(set_to_none=True)
+            batches, left = iter(loader), n_batches
+            while left > 0:
+                # One optimizer step's micro-batches (the last group of an epoch may be shorter),
+                # fetched first: the loss is normalised over the valid samples of all of them.
+                group = [b for _, b in zip(range(min(accum, left)), batches)]
+                if not group:
+                    break
+                left -= len(group)
+                self._train_group(group)
+                bar.update(len(group))
+                bar.set_postfix(loss=f"{self.tracker.epoch_mean_loss:.2f}",
+                                phase=(p.value if (p := self.sampler.phase()) else "-"), refresh=False)
+                if self._after_step():
+                    stopped_early = True
+                    break
             bar.close()
             if stopped_early:
                 break
-            self.tracker.flush()  # every rank's observations: the epoch's figures are global
-            mean_loss = self.tracker.epoch_mean_loss
-            trained = self.tracker.epoch_stats.samples
-            stats = self.tracker.end_epoch()
+            end = self.session.end_epoch()
+            stats, mean_loss, trained = end.stats, end.mean_loss, end.samples_trained
             self._log({"epoch": stats.epoch, "train_loss": mean_loss, "samples_trained": trained,
                        **{f"{b.name.lower()}_count": c for b, c in stats.counts.items()}, "pruned": stats.pruned})
             if self._reporting:
@@ -399,6 +371,10 @@ class GEKOTrainer:
                 print(stats.format_line(), flush=True)
             if self.eval_dataset is not None:
                 self._log(self.evaluate())
+            if end.stop:
+                mastered = True
+                self._say(f"[GEKO] The state is mastered after epoch {stats.epoch}; stopping training")
+                break
         elapsed = time.perf_counter() - t_start
         if stopped_early:
             key = "stopped_by_request" if self._stop_agreed else "stopped_at_max_steps"
@@ -411,18 +387,28 @@ class GEKOTrainer:
         self._render_plots()
         # Rank 0 read the history it wrote; the other ranks get its figures.
         metrics = broadcast_json(self._final_metrics(elapsed) if self._is_main_process() else None)
+        if mastered:
+            metrics["stopped_mastered"] = True
         self._print_summary(metrics)
         return metrics
 
-    def _clear_earlier_history(self) -> None:
-        """A fresh run (not resumed) starts from a new state, so the history an earlier run left in
-        this directory is removed (the summary first, as a reader sees epochs through it)."""
-        if not self._is_main_process() or self.tracker.history is None:
-            return
-        self.run.epochs_path.unlink(missing_ok=True)
-        for p in self.run.history_files().values():
-            p.unlink(missing_ok=True)
-        self.tracker.history = HistoryWriter(self.run.root, self.args.history)
+    def _train_group(self, group: list[dict[str, Any]]) -> None:
+        """Forward and backward the micro-batches of one optimizer step, then step."""
+        count = self.session.group_count(group, self.device)
+        for j, batch in enumerate(group):
+            ids = batch.pop(SAMPLE_ID)
+            batch = self._to_device(batch)
+            sync = j + 1 == len(group)
+            with self._no_sync(not sync), self._autocast():
+                outputs = self._forward(batch)
+                logits = model_logits(outputs)
+                sig = self.tracker.signals(logits, batch_labels(batch, logits), outputs=outputs, batch=batch)
+            # The session records the raw signals and weighs the losses (InfoBatch's loss weights,
+            # nan_policy="skip"'s mask) over the whole accumulated global batch.
+            loss, _ = self.session.train_loss(ids, sig, count, accumulation_steps=len(group))
+            with self._no_sync(not sync):
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+        self._optimizer_step()
 
     def _no_sync(self, skip: bool):
         """DDP's no_sync() on the micro-steps of a gradient-accumulation group but its last."""
@@ -518,7 +504,7 @@ class GEKOTrainer:
             with self._autocast():
                 outputs = self._forward(batch, train=False)
                 logits = model_logits(outputs)
-                sig = self.tracker.signals(logits, self._labels(batch, logits), outputs=outputs, batch=batch)
+                sig = self.tracker.signals(logits, batch_labels(batch, logits), outputs=outputs, batch=batch)
             v = sig.valid
             loss_sum += float(sig.loss.float()[v].sum())
             correct += float(sig.correct[v].float().sum())
@@ -543,8 +529,9 @@ class GEKOTrainer:
         extra = {"global_step": self.global_step, "finished": self._finished, "log_records": len(self.log_history),
                  "args": self.args.to_dict(), "config": self.config.to_dict()}
         save_checkpoint(path, store=self.store, model=self.model, optimizer=self.optimizer,
-                        scheduler=self.scheduler, scaler=self.scaler, sampler=self.sampler,
-                        tracker=self.tracker, run_dir=self.run.root, extra=extra)  # every rank; rank 0 writes
+                        scheduler=self.scheduler, scaler=self.scaler, tracker=self.tracker, extra=extra,
+                        geko_part=lambda d: self.session.save(d, global_step=self.global_step),
+                        )  # every rank; rank 0 writes
         if self._is_main_process():
             self.store.flush()
             self._say(f"[GEKO] Checkpoint saved to {path}")
@@ -567,31 +554,13 @@ class GEKOTrainer:
         """Restore everything :meth:`save_checkpoint` wrote; :meth:`train` then continues from there
         exactly as if it had not stopped (same plan position, weights and generator states)."""
         path = Path(path)
-        ckpt_state = json.loads((path / "trainer_state.json").read_text()) if (path / "trainer_state.json").is_file() else None
-        if ckpt_state is None:
-            raise InputError(f"{path}: not a GEKO checkpoint directory (no trainer_state.json)")
-        if ckpt_state["n_samples"] != self.store.n_samples:
-            raise InputError(
-                f"{path}: checkpoint has {ckpt_state['n_samples']} samples but train_dataset has "
-                f"{self.store.n_samples}; resume with the same dataset"
-            )
-        saved = ((ckpt_state.get("extra") or {}).get("args") or {}).get("selection") or {}
-        saved_policy = saved.get("policy", SelectionKind.GEKO.value)  # older checkpoints: GEKO
-        if saved_policy != self.args.selection.policy.value:
-            raise InputError(
-                f"{path}: the checkpoint was trained with selection={saved_policy!r}, this trainer uses "
-                f"{self.args.selection.policy.value!r}; resume with the same selection policy"
-            )
-        self.store.close()
-        if self._is_main_process():
-            # What a stopped or killed run left past the checkpoint: its summary and later epochs'
-            # snapshots, and the temporary files and directories of writes it did not finish.
-            restore_run_history(path, self.run.root)
-            remove_leftovers(self.run.root, temp_files=True)
-        self.store = restore_state(path, replica_path(self.run.state_path))
-        self._build_loop_objects()
+        if not (path / TRAINER_STATE).is_file():
+            raise InputError(f"{path}: not a GEKO checkpoint directory (no {TRAINER_STATE})")
+        # The GEKO part (the session also removes what killed writes left in the run directory): the checks (same dataset and selection policy), the state, the sampler's
+        # position, the tracker and the history as of the checkpoint.
+        self.session.resume(path, len(self.train_dataset), self.args.num_epochs)
         state = _load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
-                                 scaler=self.scaler, sampler=self.sampler, tracker=self.tracker)
+                                 scaler=self.scaler)
         extra = state.get("extra", {})
         self.global_step = int(extra.get("global_step", 0))
         self._finished = bool(extra.get("finished", False))
@@ -734,5 +703,5 @@ class GEKOTrainer:
 
     def close(self) -> None:
         """Flush and close the state store."""
-        self.store.close()
+        self.session.close()
 

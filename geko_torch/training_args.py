@@ -5,13 +5,16 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from geko_state import HistoryConfig
+from geko_state import GEKO_DEFAULT, GEKOConfig, HistoryConfig
 from geko_state.config import reject_unknown
-from geko_state.errors import ConfigError, InputError
-from geko_state.planning import Budget, BudgetKind, parse_budget
+from geko_state.errors import ConfigError
+from geko_state.planning import Budget, BudgetKind
 from geko_state.selection import SelectionConfig
+
+from .sampler import DEFAULT_REPLACEMENT
+from .session import GEKOSettings
 
 __all__ = ["GEKOTrainingArgs"]
 
@@ -59,7 +62,7 @@ class GEKOTrainingArgs:
     budget: Budget = BudgetKind.TRAINABLE  # draws per epoch: "trainable", "full", a count or a fraction of N
     # plans drawn with replacement (HARD samples can repeat within an epoch; the seeds' behaviour), or
     # without (every drawn sample at most once per epoch: the measured default, see the README)
-    replacement: bool = False
+    replacement: bool = DEFAULT_REPLACEMENT
     # sample-selection policy: "geko", or a baseline ("uniform", "infobatch", "random_subset");
     # a name becomes SelectionConfig(policy=name)
     selection: SelectionConfig | str = "geko"
@@ -76,13 +79,18 @@ class GEKOTrainingArgs:
     progress_label: str = "Epoch"  # the bar's prefix, e.g. the run's name when comparing runs
     plots: bool = True  # render the run's PNG plots when training ends (needs matplotlib)
     sync_every: int = 1  # torch.distributed: exchange the ranks' observations every N batches
+    stop_when_mastered: bool = True  # stop after an epoch whose state is mastered (GEKO selection only)
+
+    # The fields GEKOSettings shares (validated there, once for both trainers).
+    _GEKO_FIELDS: ClassVar[tuple[str, ...]] = ("budget", "replacement", "selection", "task", "correct_loss_below", "token_accuracy",
+                    "history", "sync_every", "stop_when_mastered")
 
     def __post_init__(self) -> None:
         if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
             raise ConfigError(f"output_dir must be a non-empty path, got {self.output_dir!r}")
         for name, low in (("num_epochs", 1), ("batch_size", 1), ("warmup_steps", 0), ("logging_steps", 1),
                           ("save_steps", 1), ("eval_steps", 1), ("gradient_accumulation_steps", 1),
-                          ("seed", 0), ("dataloader_prefetch_factor", 1), ("sync_every", 1)):
+                          ("seed", 0), ("dataloader_prefetch_factor", 1)):
             _int(name, getattr(self, name), low)
         _int("dataloader_num_workers", self.dataloader_num_workers, -1)
         for name in ("max_steps", "eval_batch_size", "save_total_limit"):
@@ -91,13 +99,8 @@ class GEKOTrainingArgs:
         _float("learning_rate", self.learning_rate, 0.0, strict=True)
         _float("weight_decay", self.weight_decay, 0.0)
         _float("max_grad_norm", self.max_grad_norm, 0.0)
-        _float("correct_loss_below", self.correct_loss_below, 0.0, strict=True)
-        if self.token_accuracy is not None:
-            t = self.token_accuracy
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1:
-                raise ConfigError(f"token_accuracy must be None or a share in (0, 1], got {t!r}")
         for name in ("save_at_end", "bf16", "fp16", "gradient_checkpointing", "compile_model",
-                     "use_8bit_optimizer", "dataloader_persistent_workers", "replacement", "report",
+                     "use_8bit_optimizer", "dataloader_persistent_workers", "report",
                      "disable_progress_bar", "plots"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -105,20 +108,21 @@ class GEKOTrainingArgs:
             raise ConfigError(f"progress_label must be a string, got {self.progress_label!r}")
         if self.bf16 and self.fp16:
             raise ConfigError("bf16 and fp16 are exclusive; choose one precision")
-        if self.task not in ("auto", "causal_lm", "classification"):
-            raise ConfigError(f"task must be 'auto', 'causal_lm' or 'classification', got {self.task!r}")
         if self.device is not None and not isinstance(self.device, str):
             raise ConfigError(f"device must be None or a torch device string like 'cuda:0', got {self.device!r}")
-        if not isinstance(self.history, HistoryConfig):
-            raise ConfigError(f"history must be a geko_state.HistoryConfig, got {type(self.history).__name__}")
-        try:
-            parse_budget(self.budget)
-        except InputError as e:
-            raise ConfigError(str(e)) from None
-        try:
-            object.__setattr__(self, "selection", SelectionConfig.coerce(self.selection))
-        except ConfigError as e:
-            raise ConfigError(f"selection: {e}") from None
+        settings = self.geko_settings()  # validates the GEKO fields (ConfigError naming the field)
+        object.__setattr__(self, "selection", settings.selection)
+        object.__setattr__(self, "task", settings.task)
+
+    def geko_settings(self, config: GEKOConfig | None = None, *, compute_confidence: Any = None,
+                      compute_correctness: Any = None) -> GEKOSettings:
+        """The :class:`~geko_torch.session.GEKOSettings` of this run: its GEKO fields, the run
+        directory ``output_dir``, and the trainer's ``config`` and custom signal callables."""
+        return GEKOSettings(
+            config=GEKO_DEFAULT if config is None else config, run_dir=self.output_dir,
+            compute_confidence=compute_confidence, compute_correctness=compute_correctness,
+            **{name: getattr(self, name) for name in self._GEKO_FIELDS},
+        )
 
     def replace(self, **changes: Any) -> GEKOTrainingArgs:
         """A validated copy with some fields changed."""

@@ -15,4 +15,4 @@ def test_custom_loop_example_runs_and_records_a_run(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "[GEKO] Epoch 2 Partition" in proc.stdout and f"geko report {out}" in proc.stdout
     assert read_summary(out)["epoch"].to_list() == [1, 2]
-    assert (out / "checkpoint" / "state.arrow").is_file()
+    assert (out / "checkpoint" / "geko_state.arrow").is_file()

@@ -44,7 +44,7 @@ POINTS: dict[str, str] = {
     "history_summary_tmp": "HistoryWriter: epochs.parquet's temporary file complete, not yet renamed",
     "history_after_summary": "HistoryWriter: summary published, stale later epochs not yet removed, state not yet flushed",
     "ckpt_model": "checkpoint: model.safetensors written into the temporary .checkpoint-S.tmp-PID directory",
-    "ckpt_state": "checkpoint: state.arrow written into the temporary directory (optimizer, sampler, rng before it)",
+    "ckpt_state": "checkpoint: geko_state.arrow written into the temporary directory (optimizer, rng before it)",
     "ckpt_trainer_state": "checkpoint: everything but trainer_state.json written into the temporary directory",
     "ckpt_replace": "checkpoint of a step saved twice: the new one swapped with the older checkpoint-S (or, where the "
                     "system cannot swap, the older one renamed aside), the older one not yet deleted",

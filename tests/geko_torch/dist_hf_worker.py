@@ -13,7 +13,7 @@ The test also calls :func:`run_scenario` in its own process for the one-rank run
   ``result-<rank>.json``.
 * ``stop=FULL_DIR``: the same run stopped by a callback (with a checkpoint) two optimizer steps
   into the first epoch of ``FULL_DIR``'s run that trains fewer than N samples; observations are
-  exchanged every 3 micro-batches (``geko_sync_every=3``).
+  exchanged every 3 micro-batches (``GEKOSettings(sync_every=3)``).
 * ``resume=STOP_DIR``: the same run resumed from ``STOP_DIR``'s checkpoint (another model
   initialisation: the weights must come from the checkpoint), to the end.
 * ``sgd=avg|noavg|ref``: two epochs of plain SGD, HF's loss logged every step, with
@@ -36,6 +36,7 @@ from transformers import TrainerCallback, TrainingArguments
 
 from geko_state import COLUMN_NAMES, GEKOConfig
 from geko_torch.hf import GEKOHFTrainer
+from geko_torch.session import GEKOSettings
 from tests.geko_torch.models import tiny_bert_classifier
 
 N = 75  # odd: even the full-data epoch pads rank 1's shard, and 75 is no multiple of the global batch
@@ -184,7 +185,7 @@ def run_scenario(out: Path, scenario: str) -> None:
         raise SystemExit(f"unknown scenario {name!r}")
     trainer = GEKOHFTrainer(
         model=tiny_bert_classifier(seed=seed), args=_args(d, w, **kw), train_dataset=items(), callbacks=callbacks,
-        geko_config=CONFIG, geko_replacement=False, geko_sync_every=sync_every,
+        geko_args=GEKOSettings(config=CONFIG, replacement=False, sync_every=sync_every),
     )
     rec.trainer = trainer
     out_ = trainer.train(resume_from_checkpoint=resume)

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,7 @@ from geko_state import COLUMN_NAMES, StateStore, connect, read_summary, statefil
 from geko_state.errors import StateFileError
 from geko_state.history import verified_history
 from geko_state.run import Run
-from geko_torch.checkpoint import checkpoint_dirs
+from geko_torch.checkpoint import GEKO_STATE_FILE, checkpoint_dirs
 from geko_torch.serialization import load_tree
 
 from . import crash_worker
@@ -189,11 +190,17 @@ def _check_checkpoint(path: Path) -> None:
     """A visible checkpoint is complete: every file there and readable."""
     state = json.loads((path / "trainer_state.json").read_text())
     load_file(path / "model.safetensors")
-    for tree in ("optimizer", "scheduler", "rng", "sampler", "history"):
+    for tree in ("optimizer", "scheduler", "rng", "geko_sampler", "geko_history"):
         load_tree(path, tree)
-    store = StateStore.open(path / "state.arrow", storage="memory")  # verified against its checksum
-    assert store.epoch == state["epoch"]
-    summary = read_summary(path)  # verified; empty when the checkpoint precedes the first epoch's end
+    store = StateStore.open(path / GEKO_STATE_FILE, storage="memory")  # verified against its checksum
+    assert store.epoch == state["epoch"] == json.loads((path / "geko_state.json").read_text())["epoch"]
+    if state["epoch"] == 0:
+        assert not (path / "geko_epochs.parquet").exists(), path
+        return
+    # verified (the summary's reader takes a run directory: give it the checkpoint's copy)
+    with tempfile.TemporaryDirectory() as view:
+        shutil.copyfile(path / "geko_epochs.parquet", Path(view) / "epochs.parquet")
+        summary = read_summary(view)
     assert summary["epoch"].to_list() == list(range(1, state["epoch"] + 1)), path
 
 
@@ -259,8 +266,8 @@ def _assert_nothing_partial(run: Path, spec: str) -> dict[str, bool]:
 
 
 # ---------------------------------------------------------------------- the end of a resumed run
-def _state(run: Path) -> tuple[int, dict[str, np.ndarray]]:
-    store = StateStore.open(run / "state.arrow", storage="memory")
+def _state(run: Path, name: str = "state.arrow") -> tuple[int, dict[str, np.ndarray]]:
+    store = StateStore.open(run / name, storage="memory")
     return store.epoch, {c: np.array(store.column(c)) for c in COLUMN_NAMES}
 
 
@@ -273,8 +280,8 @@ def _assert_same_end(run: Path, ref: Path) -> None:
     a, b = load_file(run / last / "model.safetensors"), load_file(ref / last / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     for ckpt in names:
-        ea, sa = _state(run / ckpt)
-        eb, sb = _state(ref / ckpt)
+        ea, sa = _state(run / ckpt, GEKO_STATE_FILE)
+        eb, sb = _state(ref / ckpt, GEKO_STATE_FILE)
         assert ea == eb and all(np.array_equal(sa[c], sb[c]) for c in COLUMN_NAMES), ckpt
     # the live state
     ea, sa = _state(run)

@@ -51,7 +51,7 @@ def runs(tmp_path_factory) -> Path:
 def test_two_rank_trainer_equals_one_rank_with_the_same_global_batch(runs):
     two, one = runs / "w2" / "trainer", runs / "w1" / "trainer"
     ckpt = "checkpoint-63"
-    assert_same_state(two / ckpt / "state.arrow", one / ckpt / "state.arrow")
+    assert_same_state(two / ckpt / "geko_state.arrow", one / ckpt / "geko_state.arrow")
     assert_same_state(two / "state.arrow", one / "state.arrow")
     assert_same_model(two / ckpt / "model.safetensors", one / ckpt / "model.safetensors")
     m2, m1 = (json.loads((d / "metrics.json").read_text()) for d in (two, one))
@@ -74,9 +74,9 @@ def test_two_rank_run_resumed_on_one_rank_finishes_like_the_uninterrupted_run(ru
     resumed = runs / "w1" / "trainer_resume"
     ckpt = "checkpoint-63"
     for reference in (runs / "w2" / "trainer", runs / "w1" / "trainer"):
-        assert_same_state(resumed / ckpt / "state.arrow", reference / ckpt / "state.arrow")
+        assert_same_state(resumed / ckpt / "geko_state.arrow", reference / ckpt / "geko_state.arrow")
         assert_same_model(resumed / ckpt / "model.safetensors", reference / ckpt / "model.safetensors")
-    stopped = load_tree(runs / "w2" / "trainer_stop" / "checkpoint-21", "sampler")
+    stopped = load_tree(runs / "w2" / "trainer_stop" / "checkpoint-21", "geko_sampler")
     assert stopped["world_size"] == 2 and stopped["epoch"] == 1 and stopped["global_position"] == 5 * 32
     import polars as pl
 
@@ -85,7 +85,7 @@ def test_two_rank_run_resumed_on_one_rank_finishes_like_the_uninterrupted_run(ru
 
 def test_ddp_custom_loop_example_two_ranks_equals_one_rank(runs):
     two, one = runs / "loop2", runs / "loop1"
-    assert_same_state(two / "checkpoint" / "state.arrow", one / "checkpoint" / "state.arrow", atol=1e-4)
+    assert_same_state(two / "checkpoint" / "geko_state.arrow", one / "checkpoint" / "geko_state.arrow", atol=1e-4)
     # GPT-2's attention key biases (c_attn.bias[64:128] here) have a zero gradient in exact
     # arithmetic (softmax does not change when every key logit moves by q.b); AdamW turns the float
     # noise of that zero into lr-sized steps, so they differ between any two float orders.

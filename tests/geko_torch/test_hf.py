@@ -26,6 +26,7 @@ from geko_torch.hf import (
     GEKOHFTrainer,
     GEKOTrainerMixin,
 )
+from geko_torch.session import GEKOSettings
 
 QUIET = GEKOConfig(log_bucket_stats=False)
 # Classifier setup that masters samples within a few epochs: LIGHT keeps a draw weight so correct
@@ -150,7 +151,7 @@ def test_causal_lm_state_history_and_eval(tmp_path):
     eval_items = lm_items(16, seed=7)
     trainer = GEKOHFTrainer(
         model=tiny_gpt2(), args=hf_args(tmp_path, num_train_epochs=epochs), train_dataset=lm_items(n),
-        eval_dataset=eval_items, data_collator=PadCollator(), callbacks=[rec], geko_config=QUIET,
+        eval_dataset=eval_items, data_collator=PadCollator(), callbacks=[rec], geko_args=GEKOSettings(config=QUIET),
     )
     rec.trainer = trainer
     out = trainer.train()
@@ -189,7 +190,7 @@ def test_gradient_accumulation_weighs_samples_not_micro_batches(tmp_path):
                                                           per_device_train_batch_size=bs,
                                                           gradient_accumulation_steps=ga, optim="sgd",
                                                           learning_rate=0.5),
-                          train_dataset=items, data_collator=PadCollator(), geko_config=cfg)
+                          train_dataset=items, data_collator=PadCollator(), geko_args=GEKOSettings(config=cfg))
         assert t.train().global_step == 4
         times_seen = t.geko_store.column("times_seen")
         assert (times_seen[[0, 1, 2, 5, 9, 17]] == 0).all()  # no label token: never observed
@@ -206,7 +207,7 @@ def test_each_epoch_steps_on_its_own_length(tmp_path):
     4 micro-batches), would never step on the last, incomplete group of a shorter epoch."""
     t = GEKOHFTrainer(model=tiny_gpt2(), args=hf_args(tmp_path, num_train_epochs=2, per_device_train_batch_size=4,
                                                        gradient_accumulation_steps=2),
-                      train_dataset=lm_items(16), data_collator=PadCollator(), geko_config=QUIET, geko_budget=10)
+                      train_dataset=lm_items(16), data_collator=PadCollator(), geko_args=GEKOSettings(config=QUIET, budget=10))
     assert t.train().global_step == 4
     assert read_summary(t.geko_run_dir)["samples_trained"].to_list() == [10, 10]
     assert t.state.epoch == 2.0
@@ -222,7 +223,7 @@ def bert_run(tmp_path_factory):
     rec = PlanRecorder()
     trainer = GEKOHFTrainer(
         model=tiny_bert(dropout=0.1), args=hf_args(out, num_train_epochs=6, learning_rate=5e-3),
-        train_dataset=cls_items(), callbacks=[rec], geko_config=FAST, geko_replacement=True,
+        train_dataset=cls_items(), callbacks=[rec], geko_args=GEKOSettings(config=FAST, replacement=True),
     )
     rec.trainer = trainer
     trainer.train()
@@ -271,7 +272,7 @@ def test_stop_and_resume_is_exact(bert_run, tmp_path, where):
         stop = StopAtEpochEnd(k)
         args = hf_args(tmp_path, num_train_epochs=6, learning_rate=5e-3, save_strategy="epoch")
     stopped = GEKOHFTrainer(model=tiny_bert(dropout=0.1), args=args, train_dataset=cls_items(),
-                            callbacks=[stop or StopAt(k)], geko_config=FAST, geko_replacement=True)
+                            callbacks=[stop or StopAt(k)], geko_args=GEKOSettings(config=FAST, replacement=True))
     assert stopped.train().global_step == k
     ckpt = tmp_path / f"checkpoint-{k}"
     assert (ckpt / GEKO_STATE_FILE).is_file() and (ckpt / GEKO_META_FILE).is_file()
@@ -279,7 +280,7 @@ def test_stop_and_resume_is_exact(bert_run, tmp_path, where):
 
     # another initialisation: the weights must come from the checkpoint
     resumed = GEKOHFTrainer(model=tiny_bert(seed=5, dropout=0.1), args=args, train_dataset=cls_items(),
-                            geko_config=FAST, geko_replacement=True)
+                            geko_args=GEKOSettings(config=FAST, replacement=True))
     resumed.train(resume_from_checkpoint=True)
 
     assert resumed.state.global_step == full.state.global_step
@@ -296,7 +297,7 @@ def test_empty_epochs_do_not_stop_training(tmp_path):
     """A plan with no draws (here a budget of 0) is an epoch without steps, not the end of training
     (plain Trainer stops at an empty epoch)."""
     t = GEKOHFTrainer(model=tiny_gpt2(), args=hf_args(tmp_path, num_train_epochs=3), train_dataset=lm_items(16),
-                      data_collator=PadCollator(), geko_config=QUIET, geko_budget=0)
+                      data_collator=PadCollator(), geko_args=GEKOSettings(config=QUIET, budget=0))
     assert t.train().global_step == 0
     summary = read_summary(t.geko_run_dir)
     assert summary["epoch"].to_list() == [1, 2, 3] and summary["samples_trained"].to_list() == [0, 0, 0]
@@ -306,8 +307,9 @@ def test_training_stops_when_mastered(tmp_path):
     everything_right = GEKOConfig(log_bucket_stats=False, freeze_confidence=0.0, freeze_quality=0.0,
                                   min_q_for_freeze=0.0)
     t = GEKOHFTrainer(model=tiny_gpt2(), args=hf_args(tmp_path, num_train_epochs=3), train_dataset=lm_items(16),
-                      data_collator=PadCollator(), geko_config=everything_right, geko_replacement=False,
-                      geko_compute_correctness=lambda outputs, batch: torch.ones(batch["labels"].shape[0]))
+                      data_collator=PadCollator(),
+                      geko_args=GEKOSettings(config=everything_right, replacement=False,
+                                             compute_correctness=lambda outputs, batch: torch.ones(batch["labels"].shape[0])))
     t.train()
     summary = read_summary(t.geko_run_dir)
     assert summary.height == 1 and summary["freeze_count"].to_list() == [16] and summary["mastered"].item()
@@ -319,7 +321,7 @@ def test_resume_from_a_checkpoint_without_geko_state_is_refused(tmp_path):
                     train_dataset=lm_items(16), data_collator=PadCollator())
     plain.train()
     trainer = GEKOHFTrainer(model=tiny_gpt2(), args=hf_args(tmp_path, max_steps=1), train_dataset=lm_items(16),
-                            data_collator=PadCollator(), geko_config=QUIET)
+                            data_collator=PadCollator(), geko_args=GEKOSettings(config=QUIET))
     with pytest.raises(InputError, match=GEKO_META_FILE):
         trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
 
@@ -346,7 +348,7 @@ def test_column_removal_keeps_sample_ids_and_labels(tmp_path, remove_unused_colu
     if remove_unused_columns:  # a column the model does not take, which the collator cannot batch
         items = [{**it, "text": "x"} for it in items]
     trainer = GEKOHFTrainer(model=LabelFreeClassifier(), args=hf_args(tmp_path, num_train_epochs=1,
-                            remove_unused_columns=remove_unused_columns), train_dataset=items, geko_config=QUIET)
+                            remove_unused_columns=remove_unused_columns), train_dataset=items, geko_args=GEKOSettings(config=QUIET))
     trainer.train()
     assert trainer.geko_store.column("times_seen").sum() == 24
     assert read_summary(trainer.geko_run_dir)["samples_trained"].to_list() == [24]
@@ -367,7 +369,7 @@ def test_same_arguments_as_trainer(tmp_path):
 
     plain = Trainer(**kwargs(tmp_path / "plain"))
     plain.train()
-    geko = GEKOHFTrainer(**kwargs(tmp_path / "geko"), geko_config=QUIET)
+    geko = GEKOHFTrainer(**kwargs(tmp_path / "geko"), geko_args=GEKOSettings(config=QUIET))
     geko.train()
     assert geko.state.global_step == plain.state.global_step == 2
     assert "eval_acc" in geko.evaluate()
@@ -375,7 +377,7 @@ def test_same_arguments_as_trainer(tmp_path):
 
     # positional arguments, as Trainer(model, args, data_collator, train_dataset)
     pos = GEKOHFTrainer(tiny_gpt2(), hf_args(tmp_path / "pos", num_train_epochs=1), PadCollator(), lm_items(16),
-                        geko_run_dir=tmp_path / "elsewhere", geko_config=QUIET)
+                        geko_args=GEKOSettings(run_dir=tmp_path / "elsewhere", config=QUIET))
     pos.train()
     assert pos.geko_run_dir == tmp_path / "elsewhere"
     assert read_summary(tmp_path / "elsewhere")["samples_trained"].to_list() == [16]
@@ -393,7 +395,7 @@ def test_mixin_composes_with_another_trainer_subclass(tmp_path):
         pass
 
     t = GEKOLoggingTrainer(model=tiny_gpt2(), args=hf_args(tmp_path, num_train_epochs=2, logging_strategy="epoch"),
-                           train_dataset=lm_items(16), data_collator=PadCollator(), geko_config=QUIET)
+                           train_dataset=lm_items(16), data_collator=PadCollator(), geko_args=GEKOSettings(config=QUIET))
     t.train()
     assert t.geko_store.epoch == 2
     assert [r["geko_samples_trained"] for r in seen if "geko_samples_trained" in r] == [16, 16]
@@ -410,7 +412,7 @@ def test_bad_train_dataset_fails_at_construction(tmp_path):
 def test_infobatch_selection_prunes_reweights_and_anneals(tmp_path):
     items = cls_items()
     t = GEKOHFTrainer(model=tiny_bert(), args=hf_args(tmp_path, num_train_epochs=4, learning_rate=5e-3),
-                      train_dataset=items, geko_config=FAST, geko_selection="infobatch")
+                      train_dataset=items, geko_args=GEKOSettings(config=FAST, selection="infobatch"))
     t.train()
     trained = read_summary(t.geko_run_dir)["samples_trained"].to_list()
     assert trained[0] == 64 and trained[-1] == 64 and all(k < 64 for k in trained[1:3])
@@ -440,12 +442,36 @@ def test_baselines_do_not_stop_when_mastered_and_bad_selection_is_refused(tmp_pa
     everything_right = GEKOConfig(log_bucket_stats=False, freeze_confidence=0.0, freeze_quality=0.0,
                                   min_q_for_freeze=0.0)
     t = GEKOHFTrainer(model=tiny_gpt2(), args=hf_args(tmp_path, num_train_epochs=3), train_dataset=lm_items(16),
-                      data_collator=PadCollator(), geko_config=everything_right, geko_selection="uniform",
-                      geko_compute_correctness=lambda outputs, batch: torch.ones(batch["labels"].shape[0]))
+                      data_collator=PadCollator(),
+                      geko_args=GEKOSettings(config=everything_right, selection="uniform",
+                                             compute_correctness=lambda outputs, batch: torch.ones(batch["labels"].shape[0])))
     t.train()
     assert read_summary(t.geko_run_dir)["samples_trained"].to_list() == [16, 16, 16]
     from geko_state.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="geko_selection"):
+    with pytest.raises(ConfigError, match="selection"):
+        GEKOSettings(selection="greedy")
+    with pytest.warns(DeprecationWarning), pytest.raises(ConfigError, match="geko_selection"):
         GEKOHFTrainer(model=tiny_gpt2(), args=hf_args(tmp_path), train_dataset=lm_items(16),
                       data_collator=PadCollator(), geko_selection="greedy")
+
+
+def test_the_loose_geko_keywords_still_work_with_a_deprecation_warning(tmp_path):
+    """GEKOHFTrainer(geko_<field>=...) of earlier versions: the same settings as geko_args=."""
+    with pytest.warns(DeprecationWarning, match=r"geko_args=GEKOSettings\(budget=, config=, run_dir=\)"):
+        old = GEKOHFTrainer(model=tiny_gpt2(), args=hf_args(tmp_path / "old"), train_dataset=lm_items(16),
+                            data_collator=PadCollator(), geko_config=QUIET, geko_budget=10,
+                            geko_run_dir=tmp_path / "old_run")
+    new = GEKOHFTrainer(model=tiny_gpt2(), args=hf_args(tmp_path / "new"), train_dataset=lm_items(16),
+                        data_collator=PadCollator(),
+                        geko_args=GEKOSettings(config=QUIET, budget=10, run_dir=tmp_path / "old_run"))
+    assert old.geko_args == new.geko_args and old.geko_run_dir == tmp_path / "old_run"
+    with pytest.warns(DeprecationWarning):  # None was the old keywords' default for config and history
+        nones = GEKOHFTrainer(model=tiny_gpt2(), args=hf_args(tmp_path / "nones"), train_dataset=lm_items(16),
+                              data_collator=PadCollator(), geko_config=None, geko_history=None, geko_selection=None)
+    assert nones.geko_args == GEKOSettings()
+    from geko_state.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not both"):
+        GEKOHFTrainer(model=tiny_gpt2(), args=hf_args(tmp_path), train_dataset=lm_items(16),
+                      data_collator=PadCollator(), geko_args=GEKOSettings(), geko_budget=10)

@@ -23,7 +23,8 @@ def _store(n=100, **cfg):
 def test_sampler_yields_the_store_plan_and_len_is_the_rank_share():
     store = _store()
     s = GEKOSampler(store, seed=3, total_epochs=4)
-    expected = store.plan_epoch(3, total_epochs=4)
+    # the sampler draws without replacement by default (the training default), plan_epoch with
+    expected = store.plan_epoch(3, total_epochs=4, replacement=False)
     assert len(s) == len(expected) and list(s) == expected.tolist()
     shares = [list(GEKOSampler(store, seed=3, total_epochs=4, rank=r, world_size=3)) for r in range(3)]
     assert len({len(x) for x in shares}) == 1
@@ -39,7 +40,7 @@ def test_plan_follows_the_store_epoch_and_set_epoch_checks_it():
         s.set_epoch(2)
     store.repartition()
     s.set_epoch(2)
-    assert list(s) != first and list(s) == store.plan_epoch(0, total_epochs=5).tolist()
+    assert list(s) != first and list(s) == store.plan_epoch(0, total_epochs=5, replacement=False).tolist()
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])

@@ -144,7 +144,7 @@ def test_stopped_and_resumed_infobatch_run_ends_bit_identical(tmp_path):
     assert stopped_plan.loss_weights is not None and len(stopped_plan) < 40
     first.close()
     ckpt = tmp_path / "split" / "checkpoint-7"
-    assert (ckpt / "sampler.safetensors").is_file() and not list(ckpt.glob("*.pkl"))
+    assert (ckpt / "geko_sampler.safetensors").is_file() and not list(ckpt.glob("*.pkl"))
 
     resumed = GEKOTrainer(TinyClassifier(seed=99, dropout=0.1), items, config=_FAST,
                           args=_args(tmp_path, "split", **kw))
@@ -204,7 +204,7 @@ def _store(n=60):
 def test_sampler_default_is_the_engine_plan_and_baselines_yield_their_plans():
     store = _store()
     s = GEKOSampler(store, seed=3, total_epochs=4)
-    assert list(s) == store.plan_epoch(3, total_epochs=4).tolist() and s.policy is SelectionKind.GEKO
+    assert list(s) == store.plan_epoch(3, total_epochs=4, replacement=False).tolist() and s.policy is SelectionKind.GEKO
     u = GEKOSampler(store, seed=3, total_epochs=4, selection="uniform")
     assert sorted(u) == list(range(60)) and u.loss_weights_for(torch.arange(5)) is None
     assert u.phase() is None and u.phase_label() is None
