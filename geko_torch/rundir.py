@@ -25,6 +25,7 @@ __all__ = ["FINAL_MODEL", "LABEL_MAP_FILE", "TRAINER_LOG", "check_clearable", "c
 FINAL_MODEL = "final_model"
 TRAINER_LOG = "trainer_log.jsonl"
 _CHECKPOINT_STATE = "trainer_state.json"
+_GEKO_PART_META = "geko_state.json"  # geko_torch.checkpoint.GEKO_META_FILE (that module imports torch)
 
 
 def _is_state_file(path: Path) -> bool:
@@ -45,11 +46,15 @@ def _is_summary_file(path: Path) -> bool:
 
 
 def _is_checkpoint(path: Path) -> bool:
-    try:
-        state = json.loads((path / _CHECKPOINT_STATE).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(state, dict) and {"epoch", "n_samples"} <= state.keys()
+    """GEKOTrainer's trainer_state.json, or the GEKO part every trainer writes, names its samples."""
+    for name in (_CHECKPOINT_STATE, _GEKO_PART_META):
+        try:
+            state = json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(state, dict) and {"epoch", "n_samples"} <= state.keys():
+            return True
+    return False
 
 
 def _checkpoint_dirs(out: Path) -> list[Path]:
