@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import PRESETS
-from .errors import GekoError
+from .errors import GekoError, InputError
 
 if TYPE_CHECKING:
     from .store import StateStore
@@ -195,6 +195,17 @@ def _phase_label(store: StateStore, epoch: int, total_epochs: int) -> str | None
     return ">".join(names) or None
 
 
+def _tables(items: list[str]) -> dict[str, str]:
+    """``--table NAME=FILE`` options as a dict (InputError for one without ``=``)."""
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--table {item!r}: expected NAME=FILE, e.g. kinds=runs/demo/sample_kinds.parquet")
+        out[name] = path
+    return out
+
+
 @command(
     "sql",
     "Query a run directory with DuckDB SQL. Views: samples (current state, one row per sample, "
@@ -215,6 +226,9 @@ def _sql():
         p.add_argument("--format", choices=RESULT_FORMATS, default="table",
                        help="output format (default table; parquet needs --output)")
         p.add_argument("--output", type=Path, default=None, help="write the result to this file instead of stdout")
+        p.add_argument("--table", action="append", default=[], metavar="NAME=FILE",
+                       help="also query FILE (Parquet, CSV or Arrow) as the table NAME, e.g. labels to join on "
+                            "sample_id; repeatable")
         p.add_argument("--unsafe", action="store_true",
                        help="full DuckDB: any statement, file and extension access (COPY, ATTACH, read_csv, "
                             "INSTALL, ...); default: one read-only statement over the run's views only")
@@ -227,7 +241,7 @@ def _sql():
         if args.format not in TEXT_FORMATS and args.output is None:
             raise InputError(f"--format {args.format} writes a binary file: give --output FILE")
         try:
-            df = query(args.run_dir, args.query, unsafe=args.unsafe)
+            df = query(args.run_dir, args.query, unsafe=args.unsafe, tables=_tables(args.table))
         except QueryError as e:
             print(str(e), file=sys.stderr)
             return 2

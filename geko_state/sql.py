@@ -36,7 +36,9 @@ read-only statement. ``unsafe=True`` gives full DuckDB, for a user at their own 
 from __future__ import annotations
 
 import os
+import re
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 import duckdb
@@ -48,7 +50,7 @@ from .history import HISTORY_SCHEMA, TRANSITION_COLUMNS, verified_history
 from .run import Run, open_run
 from .schema import Bucket
 
-__all__ = ["QueryError", "READ_ONLY_STATEMENTS", "VIEWS", "check_read_only", "connect", "lock", "query"]
+__all__ = ["QueryError", "READ_ONLY_STATEMENTS", "TABLE_FORMATS", "VIEWS", "check_read_only", "connect", "lock", "query"]
 
 VIEWS: tuple[str, ...] = ("samples", "history", "epochs", "transitions", "transition_counts")
 
@@ -56,6 +58,10 @@ VIEWS: tuple[str, ...] = ("samples", "history", "epochs", "transitions", "transi
 # What query() runs. DuckDB parses WITH, DESCRIBE, SUMMARIZE, SHOW, VALUES and FROM-first queries
 # as SELECT statements; everything that could write, attach, load or configure is another type.
 READ_ONLY_STATEMENTS: tuple[str, ...] = ("SELECT",)
+
+# Files a query may join as extra tables (``tables=``), by suffix: pyarrow dataset formats.
+TABLE_FORMATS: dict[str, str] = {".parquet": "parquet", ".csv": "csv", ".arrow": "ipc", ".feather": "ipc"}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Settings of a locked connection, applied in this order; the last one freezes them all.
 _LOCKED_SETTINGS: tuple[str, ...] = (
@@ -100,16 +106,38 @@ def _transition_counts_sql() -> str:
     return " UNION ALL ".join(parts)
 
 
-def connect(run_dir: str | os.PathLike, *, unsafe: bool = False) -> duckdb.DuckDBPyConnection:
+def _user_tables(tables: Mapping[str, str | os.PathLike] | None) -> dict[str, pads.Dataset]:
+    """``name -> file`` as Arrow datasets (read by this process, by exact name); InputError naming
+    the entry for a bad name, a missing file or an unknown suffix."""
+    out: dict[str, pads.Dataset] = {}
+    for name, path in (tables or {}).items():
+        if not isinstance(name, str) or not _NAME.match(name) or name.lower() in VIEWS:
+            raise InputError(f"tables: {name!r} is not a usable table name (letters, digits and _, not one of "
+                             f"the views {list(VIEWS)})")
+        path = Path(path)
+        fmt = TABLE_FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise InputError(f"tables: {name}={path}: unsupported format {path.suffix or '(no suffix)'!r}; "
+                             f"expected one of {sorted(TABLE_FORMATS)}")
+        if not path.is_file():
+            raise InputError(f"tables: {name}={path}: no such file")
+        out[name] = pads.dataset([str(path)], format=fmt)
+    return out
+
+
+def connect(run_dir: str | os.PathLike, *, unsafe: bool = False,
+            tables: Mapping[str, str | os.PathLike] | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with the run's views (see the module docstring).
 
     Views whose files do not exist yet are empty, with their usual columns. The state is opened
     read-only; ``samples`` reflects it as of the last ``flush()`` of the training process. Every
-    file is verified first, and the history must describe as many samples as the state. The
-    connection is locked (:func:`lock`) unless ``unsafe=True``.
+    file is verified first, and the history must describe as many samples as the state.
+    ``tables``: more files to query, ``{name: path}`` (Parquet, CSV or Arrow), e.g. labels to
+    join on ``sample_id``. The connection is locked (:func:`lock`) unless ``unsafe=True``.
     """
     from .store import StateStore
 
+    extra = _user_tables(tables)
     run: Run = open_run(run_dir)
     store = StateStore.open(run.state_path, mode="r") if run.state_path.is_file() else None
     hist = verified_history(run.root, n_samples=None if store is None else store.n_samples)
@@ -127,6 +155,8 @@ def connect(run_dir: str | os.PathLike, *, unsafe: bool = False) -> duckdb.DuckD
     con.register("epochs", hist.summary)  # small: the verified copy itself
     con.sql(f"CREATE VIEW transitions AS {_transitions_sql()}")
     con.sql(f"CREATE VIEW transition_counts AS {_transition_counts_sql()}")
+    for name, data in extra.items():
+        con.register(name, data)
     if not unsafe:
         lock(con)
     return con
@@ -161,12 +191,13 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
 
 
 def query(run_dir: str | os.PathLike, sql: str, *, unsafe: bool = False, limit: int | None = None,
-          timeout_s: float | None = None) -> pl.DataFrame:
+          timeout_s: float | None = None, tables: Mapping[str, str | os.PathLike] | None = None) -> pl.DataFrame:
     """Run ``sql`` against the run's views and return the result as a ``polars.DataFrame``.
 
     ``sql`` must be one read-only statement on a locked connection (see the module docstring);
     ``unsafe=True`` runs any DuckDB SQL with full access. ``limit``: return at most that many rows
     (the rest is never computed). ``timeout_s``: interrupt the query after that many seconds.
+    ``tables``: more files to query by name (see :func:`connect`).
     Raises :class:`QueryError` with DuckDB's message when DuckDB refuses the query.
     """
     if not isinstance(sql, str) or not sql.strip():
@@ -175,7 +206,7 @@ def query(run_dir: str | os.PathLike, sql: str, *, unsafe: bool = False, limit: 
         raise InputError(f"limit: expected an integer >= 0 or None, got {limit!r}")
     if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
         raise InputError(f"timeout_s: expected a number of seconds > 0 or None, got {timeout_s!r}")
-    con = connect(run_dir, unsafe=unsafe)
+    con = connect(run_dir, unsafe=unsafe, tables=tables)
     timer = None if timeout_s is None else threading.Timer(timeout_s, con.interrupt)
     try:
         if not unsafe:

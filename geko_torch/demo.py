@@ -195,7 +195,7 @@ def format_demo(result: DemoResult) -> str:
         f"  geko report {geko_dir}",
         f"  geko sql {geko_dir} \"SELECT epoch, samples_trained, freeze_count, hard_count, accuracy FROM epochs\"",
         (f"  geko sql {geko_dir} \"SELECT k.kind, s.bucket, count(*) AS n FROM samples s "
-        f"JOIN '{result.out / KINDS_FILE}' k USING (sample_id) GROUP BY ALL ORDER BY ALL\""),
+        f"JOIN kinds k USING (sample_id) GROUP BY ALL ORDER BY ALL\" --table kinds={result.out / KINDS_FILE}"),
         f"  geko export {geko_dir} --keep HARD,FOCUS,LIGHT --ids-out {result.out / 'kept_ids.parquet'}",
     ]
     return "\n".join(lines)

@@ -34,6 +34,7 @@ __all__ = [
     "read_launch",
     "shell_command",
     "train_argv",
+    "train_parser",
     "worker_command",
     "write_launch",
 ]
@@ -74,14 +75,13 @@ class OptionSpec:
         return self.flag.lstrip("-").replace("-", " ")
 
 
-def _train_parser() -> argparse.ArgumentParser:
-    from geko_state.cli import COMMANDS
-
-    from .. import cli as _torch_cli  # noqa: F401  (registers "train" in COMMANDS)
+def train_parser() -> argparse.ArgumentParser:
+    """``geko train``'s parser, raising InputError instead of printing and exiting."""
+    from ..commands.train import configure
 
     # No -h/--help: inside the app nothing may print usage and exit (a "-h" path once stopped the server).
     parser = _RaisingParser(prog="geko train", add_help=False)
-    COMMANDS["train"][0](parser)
+    configure(parser)
     return parser
 
 
@@ -132,7 +132,7 @@ def _kind(a: argparse.Action) -> OptionKind:
 @lru_cache(maxsize=1)
 def form_options() -> tuple[OptionSpec, ...]:
     """Every ``geko train`` option but :data:`NOT_IN_FORM`, in the parser's order."""
-    parser = _train_parser()
+    parser = train_parser()
     group_of = {a.dest: g.title or "" for g in parser._action_groups for a in g._group_actions}
     out = []
     for a in parser._actions:
@@ -208,7 +208,7 @@ class TrainForm:
 
     def check(self, resume: str | os.PathLike | None = None) -> argparse.Namespace:
         """Parse :func:`train_argv` with the ``geko train`` parser; InputError with its message."""
-        return _train_parser().parse_args(train_argv(self, resume))
+        return train_parser().parse_args(train_argv(self, resume))
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": _LAUNCH_FORMAT, "version": _LAUNCH_VERSION, "model_dir": self.model_dir,

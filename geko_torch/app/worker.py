@@ -12,8 +12,8 @@ with two additions:
   exactly. A stop asked for while the model or data are still loading takes effect at the first
   optimizer step (so there is always a checkpoint to resume from). A second signal stops at once.
 
-Both are applied through a subclass of GEKOTrainer put in place of ``geko_torch.trainer.GEKOTrainer``
-for the duration of the command (``geko train`` imports its trainer from there when it runs).
+Both go through :func:`geko_torch.commands.train.run_train`'s arguments (``config``, ``training``,
+``on_trainer``): the same command, nothing patched.
 """
 from __future__ import annotations
 
@@ -21,8 +21,6 @@ import argparse
 import json
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -30,10 +28,9 @@ from typing import Any
 from geko_state.config import GEKOConfig
 from geko_state.errors import ConfigError, GekoError, InputError
 
-__all__ = ["EXIT_FORCED", "EXIT_HOOK_MISSED", "Stopper", "main"]
+__all__ = ["EXIT_FORCED", "Stopper", "main", "read_settings"]
 
 EXIT_FORCED = 130  # stopped at once by a second signal
-EXIT_HOOK_MISSED = 3  # geko train built no trainer through the hook: the app's settings were not applied
 PREFIX = "[geko app]"
 
 
@@ -48,7 +45,6 @@ class Stopper:
     def __init__(self) -> None:
         self.requested = False
         self.trainer: Any = None
-        self.trainers_built = 0
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -67,44 +63,11 @@ class Stopper:
             self.trainer.request_stop()
 
     def attach(self, trainer: Any) -> None:
+        """The trainer geko train built (its ``on_trainer`` callback): a stop asked for while the
+        model was loading is passed on, so training stops at its first step, with a checkpoint."""
         self.trainer = trainer
-        self.trainers_built += 1
-
-
-def _hooked_class(base: type, config: GEKOConfig | None, training: dict[str, Any], stopper: Stopper) -> type:
-    class AppTrainer(base):  # type: ignore[misc, valid-type]
-        """GEKOTrainer with the app's settings and its stop request."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            if config is not None:
-                kwargs["config"] = config
-            if training and kwargs.get("args") is not None:
-                kwargs["args"] = kwargs["args"].replace(**training)
-            super().__init__(*args, **kwargs)
-            stopper.attach(self)
-
-        def _after_step(self) -> bool:
-            # train() clears stop requests made before it started (while loading, or while a
-            # checkpoint was being restored): ask again here, at every step boundary.
-            if stopper.requested:
-                self.request_stop()
-            return super()._after_step()
-
-    AppTrainer.__name__ = AppTrainer.__qualname__ = base.__name__
-    return AppTrainer
-
-
-@contextmanager
-def hooked_trainer(config: GEKOConfig | None, training: dict[str, Any], stopper: Stopper) -> Iterator[None]:
-    """``geko_torch.trainer.GEKOTrainer`` replaced by the app's subclass inside the block."""
-    from .. import trainer as trainer_module
-
-    base = trainer_module.GEKOTrainer
-    trainer_module.GEKOTrainer = _hooked_class(base, config, training, stopper)
-    try:
-        yield
-    finally:
-        trainer_module.GEKOTrainer = base
+        if self.requested:
+            trainer.request_stop()
 
 
 def read_settings(path: Path) -> tuple[GEKOConfig | None, dict[str, Any]]:
@@ -158,29 +121,27 @@ def _report_end(stopper: Stopper, train_argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``geko train`` with the app's settings; returns its exit status."""
-    from geko_state import cli as engine_cli
-
-    from .. import cli as torch_cli
+    from ..commands.train import run_train
+    from .command import train_parser
 
     stopper = Stopper()
     stopper.install()
     try:
         settings, train_argv = _parse(sys.argv[1:] if argv is None else argv)
         config, training = read_settings(settings) if settings is not None else (None, {})
+        args = train_parser().parse_args(train_argv)
     except GekoError as e:
         print(f"geko train: error: {e}", file=sys.stderr, flush=True)
         return 2
     _say("training process started: geko train " + " ".join(train_argv))
     try:
-        with hooked_trainer(config, training, stopper):
-            status = engine_cli.main(["train", *train_argv], build=torch_cli.build_parser)
+        status = run_train(args, config=config, training=training, on_trainer=stopper.attach)
     except KeyboardInterrupt:
         _say("stopped at once (second stop request); resume from the newest complete checkpoint")
         return EXIT_FORCED
-    if status == 0 and stopper.trainers_built == 0:
-        print("geko train: error: the app's settings were not applied (geko train did not build its trainer "
-              "through geko_torch.trainer.GEKOTrainer)", file=sys.stderr, flush=True)
-        return EXIT_HOOK_MISSED
+    except GekoError as e:
+        print(f"geko train: error: {e}", file=sys.stderr, flush=True)
+        return 2
     if status == 0:
         _report_end(stopper, train_argv)
     return status

@@ -11,7 +11,6 @@ import pytest
 
 from geko_state.config import PRESETS, GEKOConfig
 from geko_state.errors import ConfigError, InputError
-from geko_torch import trainer as trainer_module
 from geko_torch.app import worker
 from geko_torch.app.command import (
     TrainForm,
@@ -22,7 +21,6 @@ from geko_torch.app.command import (
 )
 from geko_torch.app.fields import config_values, training_fields
 
-from ..geko_torch.models import TinyClassifier, cls_items
 from .tiny import make_model_dir, sft_rows, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,23 +45,31 @@ def test_stopper_asks_the_trainer_and_a_second_signal_stops_at_once():
         fresh._handle(signal.SIGTERM, None)
 
 
-def test_the_hook_applies_the_settings_and_is_removed_afterwards(tmp_path):
-    from geko_torch.training_args import GEKOTrainingArgs
+def test_run_train_applies_the_apps_settings_through_its_arguments(tmp_path):
+    from geko_torch.app.command import train_parser
+    from geko_torch.commands.train import run_train
 
-    base = trainer_module.GEKOTrainer
+    model = make_model_dir(tmp_path / "model")
+    data = write_jsonl(tmp_path / "data.jsonl", sft_rows(16))
     config = GEKOConfig(freeze_confidence=0.7, log_bucket_stats=False)
+    args = train_parser().parse_args([str(model), str(data), "--text-field", "prompt", "--batch-size", "4",
+                                      "--workers", "0", "--no-progress", "--output-dir", str(tmp_path / "run")])
     stopper = worker.Stopper()
-    with worker.hooked_trainer(config, {"logging_steps": 3, "weight_decay": 0.2}, stopper):
-        cls = trainer_module.GEKOTrainer
-        assert cls is not base and issubclass(cls, base)
-        t = cls(model=TinyClassifier(), train_dataset=cls_items(16), config=PRESETS["default"],
-                args=GEKOTrainingArgs(output_dir=str(tmp_path / "run"), report=False, dataloader_num_workers=0))
-    assert trainer_module.GEKOTrainer is base
-    try:
-        assert t.config == config and t.args.logging_steps == 3 and t.args.weight_decay == 0.2
-        assert stopper.trainer is t and stopper.trainers_built == 1
-    finally:
-        t.close()
+    stopper.requested = True  # a stop asked for while loading: training stops at its first step
+    seen = []
+
+    def on_trainer(t):
+        seen.append((t.config, t.args.logging_steps, t.args.weight_decay))
+        stopper.attach(t)
+
+    assert run_train(args, config=config, training={"logging_steps": 3, "weight_decay": 0.2},
+                     on_trainer=on_trainer) == 0
+    assert seen == [(config, 3, 0.2)]
+    # stopped at its first step (4 steps an epoch, 3 epochs otherwise), with a checkpoint to resume from
+    assert [p.name for p in (tmp_path / "run").glob("checkpoint-*")] == ["checkpoint-1"]
+    state = json.loads((tmp_path / "run" / "checkpoint-1" / "trainer_state.json").read_text())
+    assert state["extra"]["finished"] is False
+    assert state["extra"]["config"]["freeze_confidence"] == 0.7 and state["extra"]["args"]["weight_decay"] == 0.2
 
 
 def test_read_settings(tmp_path):

@@ -212,3 +212,20 @@ def test_limit_and_timeout(run):
         query(run.root, "SELECT count(*) FROM range(10000000000) a, range(1000) b", timeout_s=0.2)
     with pytest.raises(InputError, match="limit"):
         query(run.root, "SELECT 1", limit=-1)
+
+
+def test_extra_tables_are_read_by_exact_name_and_refused_when_bad(run, tmp_path, capsys):
+    labels = tmp_path / "labels*.parquet"  # glob characters in the name: read as written
+    pl.DataFrame({"sample_id": np.arange(2000, dtype=np.int64), "kind": ["a", "b"] * 1000}).write_parquet(labels)
+    pl.DataFrame({"sample_id": [0], "kind": ["decoy"]}).write_parquet(tmp_path / "labels1.parquet")
+    sql = "SELECT k.kind, count(*) AS n FROM samples s JOIN kinds k USING (sample_id) GROUP BY ALL ORDER BY ALL"
+    df = query(run.root, sql, tables={"kinds": labels})
+    assert df["kind"].to_list() == ["a", "b"] and df["n"].to_list() == [1000, 1000]
+    assert main(["sql", str(run.root), sql, "--table", f"kinds={labels}", "--format", "csv"]) == 0
+    assert pl.read_csv(capsys.readouterr().out.encode())["n"].sum() == 2000
+    for tables, why in (({"samples": labels}, "not a usable table name"), ({"1x": labels}, "not a usable"),
+                        ({"k": tmp_path / "missing.parquet"}, "no such file"), ({"k": tmp_path}, "unsupported")):
+        with pytest.raises(InputError, match=why):
+            query(run.root, "SELECT 1", tables=tables)
+    assert main(["sql", str(run.root), "SELECT 1", "--table", "novalue"]) == 2
+    assert "expected NAME=FILE" in capsys.readouterr().err

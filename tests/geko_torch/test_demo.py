@@ -54,8 +54,8 @@ def test_demo_command_prints_what_the_run_directories_hold(tmp_path, capsys):
         assert (out / f).is_file(), f
     kinds = pl.read_parquet(out / KINDS_FILE)
     assert kinds.height == 400 and kinds["sample_id"].dtype == pl.Int64
-    sql = re.search(r'geko sql \S+ "(SELECT k\.kind.*)"', text).group(1)
-    joined = query(out / "geko", sql)
+    found = re.search(r'geko sql \S+ "(SELECT k\.kind.*)" --table kinds=(\S+)', text)
+    joined = query(out / "geko", found.group(1), tables={"kinds": found.group(2)})
     assert joined["n"].sum() == 400
     assert "geko report" in text and "geko export" in text
 
