@@ -33,7 +33,6 @@ import errno
 import json
 import os
 import random
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -49,6 +48,7 @@ from geko_state.io import atomic_path, atomic_write_json, fsync_dir
 from geko_state.run import Run
 
 from .distributed import barrier, is_main_process
+from .rundir import TRAINER_STATE, checkpoint_dirs, latest_checkpoint, remove_leftovers
 from .sampler import GEKOSampler
 from .serialization import load_tree, save_tree
 from .tracker import GEKOTracker
@@ -67,7 +67,6 @@ GEKO_HISTORY = "geko_history"  # the history writer's bucket codes (exact transi
 GEKO_EPOCHS_FILE = "geko_epochs.parquet"
 GEKO_META_FILE = "geko_state.json"  # written last: its presence marks the GEKO part complete
 GEKO_META_FORMAT = 1  # GEKOHFTrainer's checkpoints had this layout already: they are read as they are
-TRAINER_STATE = "trainer_state.json"
 # What GEKOTrainer and save_checkpoint wrote before the layout was shared (refused on resume).
 _OLD_LAYOUT_FILES = ("state.arrow", "sampler.json")
 
@@ -105,11 +104,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 # Hidden directories of a save or prune in progress: .checkpoint-<step>.<tmp|old|trash>-<pid>.
-_HIDDEN_DIR = re.compile(r"^\.(checkpoint-\d+)\.(tmp|old|trash)-(\d+)$")
-# Temporary files of the run directory's atomic writes (geko_state.io.atomic_path: ".<name>.<random>.tmp").
-_RUN_TEMP_FILES = (".state.arrow.*.tmp", ".epochs.parquet.*.tmp", ".trainer_log.jsonl*.tmp", "history/.epoch=*.tmp")
-
-
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two existing paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
     platform, the C library or the filesystem cannot."""
@@ -165,79 +159,6 @@ def remove_checkpoint(path: str | os.PathLike) -> None:
         return
     fsync_dir(path.parent)
     shutil.rmtree(trash, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    except OSError:
-        return True  # cannot tell: keep its files
-    return True
-
-
-def remove_leftovers(run_dir: str | os.PathLike, *, temp_files: bool = False) -> list[Path]:
-    """Clean up after processes that were killed while saving or pruning checkpoints in ``run_dir``:
-    hidden ``.checkpoint-<step>.{tmp,old,trash}-<pid>`` directories of processes no longer running
-    are removed, except that an ``old`` one (a complete checkpoint moved aside for a new one of the
-    same step, where that could not be swapped in atomically) is renamed back when its step has no
-    checkpoint. ``temp_files``: also remove the temporary files atomic writes of the run's state,
-    summary, snapshots and log left; only the run's one writer may ask for it, when it is not
-    writing (on resume). Returns what was removed or put back.
-    """
-    root = Path(run_dir)
-    if not root.is_dir():
-        return []
-    done: list[Path] = []
-    for p in root.iterdir():
-        m = _HIDDEN_DIR.match(p.name)
-        if m is None or not p.is_dir():
-            continue
-        pid = int(m.group(3))
-        if pid == os.getpid() or _process_alive(pid):
-            continue
-        target = root / m.group(1)
-        if m.group(2) == "old" and not target.exists() and (p / TRAINER_STATE).is_file():
-            try:
-                os.rename(p, target)
-                fsync_dir(root)
-                done.append(target)
-                continue
-            except OSError:
-                pass
-        shutil.rmtree(p, ignore_errors=True)
-        done.append(p)
-    if temp_files:
-        for pattern in _RUN_TEMP_FILES:
-            for f in root.glob(pattern):
-                if f.is_file():
-                    f.unlink(missing_ok=True)
-                    done.append(f)
-    return done
-
-
-def checkpoint_dirs(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """The complete ``checkpoint-<step>`` directories of a run directory, as (step, path) in step
-    order. Complete: ``trainer_state.json`` (written last) is there; a checkpoint being written or
-    removed lives under a hidden name meanwhile, so it is never listed."""
-    root = Path(run_dir)
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        name, _, suffix = p.name.partition("-")
-        if name == "checkpoint" and suffix.isdigit() and (p / TRAINER_STATE).is_file():
-            found.append((int(suffix), p))
-    return sorted(found)
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint of a run directory (to resume from), or None."""
-    found = checkpoint_dirs(run_dir)
-    return found[-1][1] if found else None
 
 
 def restore_run_history(checkpoint: str | os.PathLike, run_dir: str | os.PathLike) -> None:

@@ -1,4 +1,8 @@
-"""A training run directory: what marks it as a GEKO run, and clearing an earlier run before a new one.
+"""A training run directory: its file names, its checkpoints, what marks it as a GEKO run, clearing an
+earlier run before a new one, and cleaning up after killed writers.
+
+The engine's files (state, history, summary) are named by :class:`geko_state.Run`; this module
+adds what the trainers write beside them. It never imports torch.
 
 A new (not resumed) run into a directory replaces what an earlier run left there, so that its
 history, log and checkpoints do not mix with the new run's. Deleting is only done in a directory
@@ -9,6 +13,8 @@ that a GEKO run wrote: one holding a GEKO state file, a GEKO epoch summary or a 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -16,15 +22,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from geko_state.errors import InputError
+from geko_state.io import fsync_dir
 from geko_state.run import Run
 
 from .text_data import LABEL_MAP_FILE
 
-__all__ = ["FINAL_MODEL", "LABEL_MAP_FILE", "TRAINER_LOG", "check_clearable", "clear_earlier_run", "earlier_run_files", "run_markers"]
+__all__ = ["FINAL_MODEL", "LABEL_MAP_FILE", "TRAINER_LOG", "TRAINER_STATE", "check_clearable", "checkpoint_dirs",
+           "clear_earlier_run", "latest_checkpoint", "remove_leftovers", "earlier_run_files", "run_markers"]
 
 FINAL_MODEL = "final_model"
 TRAINER_LOG = "trainer_log.jsonl"
-_CHECKPOINT_STATE = "trainer_state.json"
+TRAINER_STATE = "trainer_state.json"  # a GEKOTrainer checkpoint's last file: its presence marks it complete
 _GEKO_PART_META = "geko_state.json"  # geko_torch.checkpoint.GEKO_META_FILE (that module imports torch)
 
 
@@ -47,7 +55,7 @@ def _is_summary_file(path: Path) -> bool:
 
 def _is_checkpoint(path: Path) -> bool:
     """GEKOTrainer's trainer_state.json, or the GEKO part every trainer writes, names its samples."""
-    for name in (_CHECKPOINT_STATE, _GEKO_PART_META):
+    for name in (TRAINER_STATE, _GEKO_PART_META):
         try:
             state = json.loads((path / name).read_text())
         except (OSError, ValueError):
@@ -57,8 +65,84 @@ def _is_checkpoint(path: Path) -> bool:
     return False
 
 
-def _checkpoint_dirs(out: Path) -> list[Path]:
-    return [p for p in sorted(out.glob("checkpoint-*")) if p.is_dir() and (p / _CHECKPOINT_STATE).is_file()]
+_HIDDEN_DIR = re.compile(r"^\.(checkpoint-\d+)\.(tmp|old|trash)-(\d+)$")
+# Temporary files of the run directory's atomic writes (geko_state.io.atomic_path: ".<name>.<random>.tmp").
+_RUN_TEMP_FILES = (".state.arrow.*.tmp", ".epochs.parquet.*.tmp", ".trainer_log.jsonl*.tmp", "history/.epoch=*.tmp")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    except OSError:
+        return True  # cannot tell: keep its files
+    return True
+
+
+def remove_leftovers(run_dir: str | os.PathLike, *, temp_files: bool = False) -> list[Path]:
+    """Clean up after processes that were killed while saving or pruning checkpoints in ``run_dir``:
+    hidden ``.checkpoint-<step>.{tmp,old,trash}-<pid>`` directories of processes no longer running
+    are removed, except that an ``old`` one (a complete checkpoint moved aside for a new one of the
+    same step, where that could not be swapped in atomically) is renamed back when its step has no
+    checkpoint. ``temp_files``: also remove the temporary files atomic writes of the run's state,
+    summary, snapshots and log left; only the run's one writer may ask for it, when it is not
+    writing (on resume). Returns what was removed or put back.
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        return []
+    done: list[Path] = []
+    for p in root.iterdir():
+        m = _HIDDEN_DIR.match(p.name)
+        if m is None or not p.is_dir():
+            continue
+        pid = int(m.group(3))
+        if pid == os.getpid() or _process_alive(pid):
+            continue
+        target = root / m.group(1)
+        if m.group(2) == "old" and not target.exists() and (p / TRAINER_STATE).is_file():
+            try:
+                os.rename(p, target)
+                fsync_dir(root)
+                done.append(target)
+                continue
+            except OSError:
+                pass
+        shutil.rmtree(p, ignore_errors=True)
+        done.append(p)
+    if temp_files:
+        for pattern in _RUN_TEMP_FILES:
+            for f in root.glob(pattern):
+                if f.is_file():
+                    f.unlink(missing_ok=True)
+                    done.append(f)
+    return done
+
+
+def checkpoint_dirs(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """The complete ``checkpoint-<step>`` directories of a run directory, as (step, path) in step
+    order. Complete: ``trainer_state.json`` (written last) is there; a checkpoint being written or
+    removed lives under a hidden name meanwhile, so it is never listed."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        name, _, suffix = p.name.partition("-")
+        if name == "checkpoint" and suffix.isdigit() and (p / TRAINER_STATE).is_file():
+            found.append((int(suffix), p))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint of a run directory (to resume from), or None."""
+    found = checkpoint_dirs(run_dir)
+    return found[-1][1] if found else None
+
+
 
 
 def run_markers(out: str | Path) -> list[str]:
@@ -71,7 +155,7 @@ def run_markers(out: str | Path) -> list[str]:
         found.append(run.state_path.name)
     if run.epochs_path.is_file() and _is_summary_file(run.epochs_path):
         found.append(run.epochs_path.name)
-    found += [p.name for p in _checkpoint_dirs(out) if _is_checkpoint(p)]
+    found += [p.name for p in [p for _, p in checkpoint_dirs(out)] if _is_checkpoint(p)]
     return found
 
 
@@ -80,7 +164,7 @@ def _earlier(out: Path) -> list[Path]:
     files = [run.state_path, run.state_path.with_name(run.state_path.name + ".json"), run.epochs_path,
              out / TRAINER_LOG, out / LABEL_MAP_FILE, *run.history_files().values()]
     found = [p for p in files if p.is_file()]
-    found += _checkpoint_dirs(out)
+    found += [p for _, p in checkpoint_dirs(out)]
     if (out / FINAL_MODEL).is_dir():
         found.append(out / FINAL_MODEL)
     return found

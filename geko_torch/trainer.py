@@ -39,8 +39,8 @@ from geko_state.report import EfficiencyReport
 from geko_state.schema import Bucket
 from geko_state.selection import SelectionKind
 
-from .checkpoint import TRAINER_STATE, remove_checkpoint, save_checkpoint
 from .checkpoint import load_checkpoint as _load_checkpoint
+from .checkpoint import remove_checkpoint, save_checkpoint
 from .data import SAMPLE_ID, GEKODataset, PadCollator
 from .distributed import (
     broadcast_json,
@@ -48,6 +48,7 @@ from .distributed import (
     dist_rank_world,
 )
 from .lora import apply_lora, count_parameters
+from .rundir import TRAINER_LOG, TRAINER_STATE
 from .sampler import GEKOSampler
 from .session import GEKOSession
 from .signals import batch_labels, model_logits
@@ -61,7 +62,6 @@ DEFAULT_CONFIG: GEKOConfig = GEKO_DEFAULT
 
 log = logging.getLogger("geko_torch")
 
-_LOG_FILE = "trainer_log.jsonl"
 
 
 def set_seed(seed: int) -> None:
@@ -478,7 +478,7 @@ class GEKOTrainer:
             # A trainer that did not resume starts the log afresh: what an earlier run in this
             # directory logged (possibly cut short by a crash) is not part of this run.
             mode = "a" if getattr(self, "_log_continues", False) else "w"
-            with open(self.run.root / _LOG_FILE, mode) as f:
+            with open(self.run.root / TRAINER_LOG, mode) as f:
                 f.write(json.dumps(record, allow_nan=True) + "\n")
             self._log_continues = True
 
@@ -575,7 +575,7 @@ class GEKOTrainer:
         steps up to the checkpoint's. A line cut short by a crash is dropped. The log is replaced
         atomically, and the resumed run appends to it."""
         self._log_continues = True
-        f = self.run.root / _LOG_FILE
+        f = self.run.root / TRAINER_LOG
         if not f.is_file():
             return
         kept = []

@@ -31,7 +31,7 @@ from geko_state.history import count_column
 from geko_state.report import EfficiencyReport, build_report
 from geko_state.schema import BUCKET_NAMES, Bucket
 
-from ..rundir import TRAINER_LOG
+from ..rundir import TRAINER_LOG, TRAINER_STATE, checkpoint_dirs
 
 __all__ = [
     "APP_LOG",
@@ -126,8 +126,7 @@ class CheckpointInfo:
 
 
 def checkpoints(run_dir: str | os.PathLike) -> list[CheckpointInfo]:
-    """The run's complete checkpoints, oldest first (see ``geko_torch.checkpoint.checkpoint_dirs``)."""
-    from ..checkpoint import TRAINER_STATE, checkpoint_dirs
+    """The run's complete checkpoints, oldest first (see ``geko_torch.rundir.checkpoint_dirs``)."""
 
     out = []
     for step, path in checkpoint_dirs(run_dir):
