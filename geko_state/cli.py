@@ -349,8 +349,12 @@ def build_parser(prog: str = "geko") -> tuple[argparse.ArgumentParser, argparse.
 
 def main(argv: list[str] | None = None, *, build: Callable[[], tuple[argparse.ArgumentParser, object]] | None = None) -> int:
     """Run ``geko``; ``build`` makes the parser (geko_torch passes its fuller one)."""
-    parser, _ = (build or build_parser)()
-    args = parser.parse_args(argv)
+    parser, sub = (build or build_parser)()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # the command's own usage, not the top-level one: that is where the flag was looked for
+        owner = sub.choices.get(args.command, parser) if args.command else parser  # type: ignore[attr-defined]
+        owner.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return 0

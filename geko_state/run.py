@@ -81,9 +81,18 @@ def open_run(run_dir: str | os.PathLike) -> Run:
     run = Run(Path(run_dir))
     if not run.root.is_dir():
         raise InputError(f"{run.root}: no such run directory")
-    if not (run.state_path.is_file() or run.epochs_path.is_file() or run.history_files()):
+    if not _is_run(run):
+        runs = sorted(str(p) for p in run.root.iterdir() if p.is_dir() and _is_run(Run(p)))
+        hint = ""
+        if runs:
+            shown = " or ".join(runs[:3]) + (f" (or one of {len(runs) - 3} more)" if len(runs) > 3 else "")
+            hint = f"; did you mean {shown}?"
         raise InputError(
             f"{run.root}: not a GEKO run directory (expected state.arrow, epochs.parquet or "
-            "history/epoch=*.parquet in it)"
+            f"history/epoch=*.parquet in it){hint}"
         )
     return run
+
+
+def _is_run(run: Run) -> bool:
+    return run.state_path.is_file() or run.epochs_path.is_file() or bool(run.history_files())

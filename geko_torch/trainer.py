@@ -182,6 +182,7 @@ class GEKOTrainer:
         self.log_history: list[dict[str, Any]] = []
         self._finished = False
         self._stop_requested = False  # request_stop(); read between optimizer steps
+        self._resumed_from: Path | None = None  # load_checkpoint's path, for the messages
         self._stop_agreed = False
 
     # ------------------------------------------------------------------ construction helpers
@@ -327,6 +328,10 @@ class GEKOTrainer:
         """Run (or continue, after :meth:`load_checkpoint`) training; returns the final metrics."""
         a = self.args
         if self._finished:
+            if self._resumed_from is not None:
+                raise InputError(f"{self._resumed_from} is the final checkpoint of a finished run: there is nothing "
+                                 "to resume; to train again, start a new run without load_checkpoint (or raise "
+                                 "num_epochs to train on from it)")
             raise InputError("training already finished; build a new GEKOTrainer to train again")
         if self.global_step == 0 and self.store.epoch == 0 and not getattr(self, "_log_continues", False):
             # A fresh run: a pristine state, and no history an earlier run left in this directory.
@@ -554,6 +559,8 @@ class GEKOTrainer:
         """Restore everything :meth:`save_checkpoint` wrote; :meth:`train` then continues from there
         exactly as if it had not stopped (same plan position, weights and generator states)."""
         path = Path(path)
+        if not path.exists():
+            raise InputError(f"{path}: no such checkpoint directory")
         if not (path / TRAINER_STATE).is_file():
             raise InputError(f"{path}: not a GEKO checkpoint directory (no {TRAINER_STATE})")
         # The GEKO part (the session also removes what killed writes left in the run directory): the checks (same dataset and selection policy), the state, the sampler's
@@ -564,6 +571,7 @@ class GEKOTrainer:
         extra = state.get("extra", {})
         self.global_step = int(extra.get("global_step", 0))
         self._finished = bool(extra.get("finished", False))
+        self._resumed_from = path
         same_run = path.resolve().parent == self.run.root.resolve()  # the log it counted is this one
         self._trim_log(extra.get("log_records") if same_run else None)
         self._say(f"[GEKO] Resumed from {path} (epoch {self.store.epoch + 1}, step {self.global_step})")

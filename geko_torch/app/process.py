@@ -34,6 +34,7 @@ from .command import (
     worker_command,
     write_launch,
 )
+from .guard import TOKEN_ENV
 from .runs import APP_LOG, checkpoints
 from .workspace import Workspace
 
@@ -135,6 +136,7 @@ class Launcher:
             argv = train_argv(form, resume)
             cmd = worker_command(launch_file, argv, self._python)
             env = dict(os.environ if self._env is None else self._env)
+            env.pop(TOKEN_ENV, None)  # the app's login is no business of the training process
             env["PYTHONUNBUFFERED"] = "1"
             shell = shell_command(form, resume)
             with open(run_dir / APP_LOG, "a") as log:

@@ -229,3 +229,14 @@ def test_extra_tables_are_read_by_exact_name_and_refused_when_bad(run, tmp_path,
             query(run.root, "SELECT 1", tables=tables)
     assert main(["sql", str(run.root), "SELECT 1", "--table", "novalue"]) == 2
     assert "expected NAME=FILE" in capsys.readouterr().err
+
+
+def test_a_parent_of_runs_suggests_them(tmp_path, capsys):
+    make_run(tmp_path / "geko", n=100, epochs=1)
+    make_run(tmp_path / "uniform", n=100, epochs=1)
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(InputError, match=r"not a GEKO run directory .*did you mean \S+/geko or \S+/uniform\?"):
+        query(tmp_path, "SELECT 1")
+    with pytest.raises(SystemExit):
+        main(["sql", str(tmp_path), "SELECT 1", "--no-such-flag"])
+    assert "usage: geko sql" in capsys.readouterr().err  # the command's usage, not the top-level one

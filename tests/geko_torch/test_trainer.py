@@ -95,6 +95,20 @@ def test_checkpoint_of_another_dataset_is_refused(tmp_path):
         other.load_checkpoint(tmp_path / "a" / "checkpoint-1")
     with pytest.raises(InputError, match="not a GEKO checkpoint"):
         other.load_checkpoint(tmp_path / "a")
+    with pytest.raises(InputError, match="no such checkpoint directory"):
+        other.load_checkpoint(tmp_path / "a" / "checkpoint-99")
+
+
+def test_resuming_a_finished_run_says_so(tmp_path):
+    first = GEKOTrainer(TinyClassifier(), cls_items(16), config=_quiet_cfg(),
+                        args=_args(tmp_path, "a", num_epochs=1, save_at_end=True))
+    first.train()
+    final = max((tmp_path / "a").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    again = GEKOTrainer(TinyClassifier(), cls_items(16), config=_quiet_cfg(), args=_args(tmp_path, "a", num_epochs=1))
+    again.load_checkpoint(final)
+    with pytest.raises(InputError, match="final checkpoint of a finished run: there is nothing to resume"):
+        again.train()
+    again.close()
 
 
 # ---------------------------------------------------------------------- GEKO behaviour
