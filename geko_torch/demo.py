@@ -154,6 +154,8 @@ def run_demo(out: str | Path = "runs/demo", *, task: str = "topics", seed: int =
 
 def format_demo(result: DemoResult) -> str:
     """The per-epoch table, the side-by-side summary and the commands to try, from the run dirs."""
+    from .commands.train import KEEP_NOTE
+
     s, data = result.summary, result.task
     geko_dir = result.runs["geko"]
     e = read_summary(geko_dir)
@@ -196,7 +198,8 @@ def format_demo(result: DemoResult) -> str:
         f"  geko sql {geko_dir} \"SELECT epoch, samples_trained, freeze_count, hard_count, accuracy FROM epochs\"",
         (f"  geko sql {geko_dir} \"SELECT k.kind, s.bucket, count(*) AS n FROM samples s "
         f"JOIN kinds k USING (sample_id) GROUP BY ALL ORDER BY ALL\" --table kinds={result.out / KINDS_FILE}"),
-        f"  geko export {geko_dir} --keep HARD,FOCUS,LIGHT --ids-out {result.out / 'kept_ids.parquet'}",
+        f"  geko export {geko_dir} --keep FREEZE,LIGHT,FOCUS --ids-out {result.out / 'kept_ids.parquet'}",
+        f"  ({KEEP_NOTE})",
     ]
     return "\n".join(lines)
 

@@ -25,7 +25,7 @@ def check_model_dir(model_dir: Path, what: str = "MODEL_DIR") -> None:
 def check_train_paths(args: argparse.Namespace) -> None:
     """The paths of parsed ``geko train`` arguments: model directory, data files, checkpoint to
     resume from, and an output directory that a new run may replace (a GEKO run, or empty)."""
-    from .rundir import check_clearable
+    from .rundir import check_clearable, earlier_run_files
     from .text_data import check_data_path
 
     check_model_dir(args.model_dir)
@@ -41,4 +41,9 @@ def check_train_paths(args: argparse.Namespace) -> None:
     if args.output_dir.exists() and not args.output_dir.is_dir():
         raise InputError(f"--output-dir {args.output_dir}: exists and is not a directory")
     if args.resume is None:
+        earlier = earlier_run_files(args.output_dir)
+        if earlier and not getattr(args, "overwrite", False):
+            listed = ", ".join(earlier[:4]) + (", ..." if len(earlier) > 4 else "")
+            raise InputError(f"--output-dir {args.output_dir}: holds an earlier run ({listed}); add --overwrite to "
+                             "replace it, --resume OUT/checkpoint-N to continue it, or choose another directory")
         check_clearable(args.output_dir)  # before the model loads: a new run replaces GEKO runs only

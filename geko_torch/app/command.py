@@ -55,6 +55,7 @@ NOT_IN_FORM: dict[str, str] = {
     "prune_after": "taken from GEKOConfig.prune_frozen_after (a GEKO setting of the form)",
     "resume": "the Resume button passes the run's newest checkpoint",
     "no_progress": "always on: progress bars do not belong in a log file",
+    "overwrite": "the app's 'Replace an earlier run' box: the app clears the earlier run itself before it starts",
 }
 
 

@@ -26,7 +26,11 @@ from ..rundir import FINAL_MODEL, clear_earlier_run
 from ..text_data import DATA_FORMATS, DEFAULT_MAX_LENGTH, LABEL_MAP_FILE
 from ..training_args import GEKOTrainingArgs
 
-__all__ = ["EPILOG_EXAMPLE", "configure", "run_train"]
+__all__ = ["EPILOG_EXAMPLE", "KEEP_NOTE", "configure", "run_train"]
+
+# Why the printed export drops HARD: confidently wrong samples are where mislabeled ones end up.
+KEEP_NOTE = ("drops HARD, the confidently wrong samples, where mislabeled rows end up; keep HARD too "
+             "(--keep HARD,FOCUS,LIGHT) to train on every sample not yet learned")
 
 # One source for the defaults the trainer and the command share.
 _TA = {f.name: f.default for f in fields(GEKOTrainingArgs)}
@@ -311,8 +315,11 @@ def configure(p: argparse.ArgumentParser) -> None:
 
     o = p.add_argument_group("output")
     o.add_argument("--output-dir", type=Path, default=_DEFAULT_OUT, metavar="OUT",
-                   help="run directory: state, history, checkpoints, final_model/; an earlier run there "
-                        f"is replaced unless resumed (default {_DEFAULT_OUT})")
+                   help="run directory: state, history, checkpoints, final_model/ (default "
+                        f"{_DEFAULT_OUT}); one that holds an earlier run is refused unless --overwrite or --resume")
+    o.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier run in OUT: its history, checkpoints, log and final model are "
+                        "removed first (default: refuse)")
     o.add_argument("--resume", type=Path, default=None, metavar="CHECKPOINT_DIR",
                    help="continue from a checkpoint-<step> directory of the same command (default none)")
     o.add_argument("--no-progress", action="store_true",
@@ -529,8 +536,9 @@ def _print_outcome(args: argparse.Namespace, trainer: Any, final: Path, stopped:
         "next:",
         f"  geko report {q(str(out))}",
         f"  geko sql {q(str(out))} \"SELECT bucket, count(*) FROM samples GROUP BY bucket\"",
-        (f"  geko export {q(str(out))} --keep HARD,FOCUS,LIGHT --dataset {q(str(args.data_file))} "
+        (f"  geko export {q(str(out))} --keep FREEZE,LIGHT,FOCUS --dataset {q(str(args.data_file))} "
          f"--output {q(str(kept))}"),
+        f"  ({KEEP_NOTE})",
     ]
     print("\n".join(lines), flush=True)
 

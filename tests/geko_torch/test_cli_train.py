@@ -442,5 +442,22 @@ def test_a_directory_that_is_not_a_geko_run_is_never_cleared(tmp_path, capsys, g
     with pytest.raises(InputError, match="not a GEKO run directory .*nothing was removed"):
         clear_earlier_run(out)
     code, _, stderr = _train(capsys, gpt2_dir, data["sft_jsonl"], "--text-field", "prompt", "--output-dir", out)
+    assert code == 2 and "holds an earlier run" in stderr and "--overwrite" in stderr
+    code, _, stderr = _train(capsys, gpt2_dir, data["sft_jsonl"], "--text-field", "prompt", "--output-dir", out,
+                             "--overwrite")
     assert code == 2 and "not a GEKO run directory" in stderr
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_a_second_run_into_the_same_directory_needs_overwrite(capsys, tmp_path, gpt2_dir, data):
+    out = tmp_path / "twice"
+    argv = [gpt2_dir, data["sft_jsonl"], "--text-field", "prompt", "--output-dir", out, *FAST]
+    code, stdout, stderr = _train(capsys, *argv)
+    assert code == 0, stderr
+    assert "--keep FREEZE,LIGHT,FOCUS" in stdout and "drops HARD" in stdout
+    first_log = (out / "trainer_log.jsonl").read_text()
+    code, _, stderr = _train(capsys, *argv)
+    assert code == 2 and "holds an earlier run" in stderr and "--overwrite" in stderr
+    assert (out / "trainer_log.jsonl").read_text() == first_log  # nothing touched
+    code, _, stderr = _train(capsys, *argv, "--overwrite")
+    assert code == 0 and "replaced it" in stderr
