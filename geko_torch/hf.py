@@ -270,6 +270,17 @@ class _GEKOCallback(TrainerCallback):
             t._geko_on_train_end()
 
 
+def _refuse_row_merging(args: Any) -> None:
+    """TRL's ``packing`` / ``padding_free`` put several dataset rows into one training row, so a
+    row's loss is no longer one sample's: GEKO's per-sample state needs one row per sample."""
+    for name in ("packing", "padding_free"):
+        if getattr(args, name, False):
+            raise ConfigError(
+                f"GEKOTrainerMixin: {name}=True merges several samples into one training row, so the loss of "
+                f"a row is not one sample's and GEKO cannot keep per-sample state; set {name}=False "
+                "(pad instead)")
+
+
 class GEKOTrainerMixin:
     """GEKO sample selection for a ``transformers.Trainer`` (sub)class; see the module docstring.
 
@@ -281,6 +292,7 @@ class GEKOTrainerMixin:
 
     def __init__(self, *args: Any, geko_args: GEKOSettings | None = None, **kwargs: Any) -> None:
         settings = _settings(geko_args, kwargs)  # takes the deprecated geko_* keywords out of kwargs
+        _refuse_row_merging(kwargs.get("args", args[1] if len(args) > 1 else None))
         super().__init__(*args, **kwargs)
         self._geko_settings = settings
         run_dir = Path(settings.run_dir) if settings.run_dir is not None else Path(self.args.output_dir) / "geko"
