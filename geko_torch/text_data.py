@@ -45,6 +45,7 @@ __all__ = [
     "require_columns",
     "text_column",
     "tokenize_causal_lm",
+    "tokenize_chat",
     "tokenize_classification",
     "write_label_map",
 ]
@@ -347,6 +348,94 @@ def tokenize_causal_lm(
             ids_b.extend(ids_c)
             labels_b.extend(labels_c)
             bar.update(len(resp))
+    return TokenizedDataset("causal_lm", ids_b.build(), labels_b.build(), max_length=max_length,
+                            n_truncated=truncated, source=source)
+
+
+def _messages(value: Any, row: int, column: str, source: str) -> list[dict[str, str]]:
+    """One row's conversation as ``[{"role": ..., "content": ...}]``, checked."""
+    if not isinstance(value, list) or not value:
+        raise InputError(f"{source}: row {row + 1} of column {column!r}: expected a non-empty list of "
+                         "{role, content} messages")
+    out = []
+    for m in value:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise InputError(f"{source}: row {row + 1} of column {column!r}: every message needs a text 'role' and "
+                             f"'content', got {m!r}")
+        out.append({"role": m["role"], "content": m["content"]})
+    if not any(m["role"] == "assistant" for m in out):
+        raise InputError(f"{source}: row {row + 1} of column {column!r}: no assistant message, nothing to train on")
+    return out
+
+
+def _assistant_spans(tokenizer: Any, messages: list[dict[str, str]], row: int, source: str
+                     ) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of its assistant turns: each turn is
+    what rendering up to it adds to the prompt rendered up to the turn before (with the template's
+    generation prompt, which stays masked)."""
+    render = tokenizer.apply_chat_template
+    full = render(messages, tokenize=False)
+    spans = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before = render(messages[:i], tokenize=False, add_generation_prompt=True) if i else ""
+        upto = render(messages[:i + 1], tokenize=False)
+        if not (upto.startswith(before) and full.startswith(upto)):
+            raise InputError(f"{source}: row {row + 1}: the tokenizer's chat template does not render the "
+                             "conversation turn by turn (a turn changes what came before it), so the assistant "
+                             "turns cannot be told apart; use --prompt-field/--response-field instead")
+        spans.append((len(before), len(upto)))
+    return full, spans
+
+
+def tokenize_chat(
+    table: pl.DataFrame,
+    tokenizer: Any,
+    *,
+    messages_field: str,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    progress: bool | None = None,
+    source: str = "dataset",
+) -> TokenizedDataset:
+    """Causal-LM items from conversations (a column of ``[{role, content}, ...]`` lists, as TRL's
+    chat datasets hold them), rendered with the tokenizer's chat template. Only the assistant
+    turns are trained: ``labels`` is -100 on system and user turns and on the template's own
+    markup before each assistant turn. Sequences are cut at ``max_length`` tokens (from the end).
+    """
+    _check_max_length(max_length)
+    require_columns(table, {"messages_field": messages_field}, source)
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError(f"{source}: column {messages_field!r} holds conversations, but the tokenizer has no chat "
+                         "template to render them; use a model whose tokenizer has one (tokenizer.chat_template), "
+                         "or give --prompt-field/--response-field")
+    if not getattr(tokenizer, "is_fast", False):
+        raise InputError("conversations need a fast tokenizer (character offsets tell which tokens are the "
+                         "assistant's)")
+    rows = table.get_column(messages_field).to_list()
+    ids_b, labels_b = _RaggedBuilder(), _RaggedBuilder()
+    truncated = 0
+    n = len(rows)
+    with tqdm(total=n, desc=f"tokenise {source}", unit="row", disable=not _progress(progress, n),
+              leave=False) as bar:
+        for start in range(0, n, _CHUNK):
+            ids_c, labels_c = [], []
+            for row in range(start, min(n, start + _CHUNK)):
+                text, spans = _assistant_spans(tokenizer, _messages(rows[row], row, messages_field, source), row,
+                                               source)
+                enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                                return_attention_mask=False, return_token_type_ids=False)
+                ids = list(enc["input_ids"])
+                labels = [t if any(a <= lo and hi <= b and hi > lo for a, b in spans) else IGNORE_INDEX
+                          for t, (lo, hi) in zip(ids, enc["offset_mapping"])]
+                if len(ids) > max_length:
+                    truncated += 1
+                    ids, labels = ids[:max_length], labels[:max_length]
+                ids_c.append(ids)
+                labels_c.append(labels)
+            ids_b.extend(ids_c)
+            labels_b.extend(labels_c)
+            bar.update(len(ids_c))
     return TokenizedDataset("causal_lm", ids_b.build(), labels_b.build(), max_length=max_length,
                             n_truncated=truncated, source=source)
 

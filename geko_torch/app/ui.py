@@ -215,7 +215,7 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
                         return made
 
                     data_group = next(g for g in by_panel if g.startswith("data"))
-                    made = panel("Data fields (choose prompt + response, text, or text + label)",
+                    made = panel("Data fields (choose prompt + response, messages, text, or text + label)",
                                  [("option", o.dest, o.kind, option_maker(o)) for o in by_panel.pop(data_group)],
                                  open_=True)
                     column_controls = {o.dest: made[o.dest] for o in options if o.kind == "column"}

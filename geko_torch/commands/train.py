@@ -83,6 +83,12 @@ def _task_of(args: argparse.Namespace) -> str:
     """``"sft"``, ``"lm"`` or ``"classification"`` from the field options; InputError naming the
     options for a combination that means nothing."""
     p, r, t, lab = args.prompt_field, args.response_field, args.text_field, args.label_field
+    m = getattr(args, "messages_field", None)
+    if m is not None:
+        if any(v is not None for v in (p, r, t, lab)):
+            raise InputError("--messages-field trains on conversations alone: it cannot be combined with "
+                             "--prompt-field, --response-field, --text-field or --label-field")
+        return "chat"
     if p is not None or r is not None:
         if p is None or r is None:
             given, other = ("--prompt-field", "--response-field") if p is not None else ("--response-field", "--prompt-field")
@@ -107,7 +113,8 @@ def _task_of(args: argparse.Namespace) -> str:
     if t is not None:
         return "lm"
     raise InputError("say which columns to train on: --prompt-field P --response-field R (causal LM, "
-                     "prompt masked), --text-field T (causal LM on the whole text) or --text-field T "
+                     "prompt masked), --messages-field M (chat conversations, assistant turns trained), "
+                     "--text-field T (causal LM on the whole text) or --text-field T "
                      "--label-field L (sequence classification)")
 
 
@@ -239,12 +246,15 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="local Hugging Face model directory (config.json, weights, tokenizer files)")
     p.add_argument("data_file", type=Path, metavar="DATA_FILE",
                    help=f"training data, one sample per row ({formats}; format by suffix)")
-    d = p.add_argument_group("data (choose one: prompt+response, text, or text+label)")
+    d = p.add_argument_group("data (choose one: prompt+response, messages, text, or text+label)")
     d.add_argument("--prompt-field", metavar="COL", default=None,
                    help="causal LM: column of prompts; their tokens are masked from the loss "
                         "(needs --response-field; default none)")
     d.add_argument("--response-field", metavar="COL", default=None,
                    help="causal LM: column of responses, the trained tokens (default none)")
+    d.add_argument("--messages-field", metavar="COL", default=None,
+                   help="causal LM on conversations: column of [{role, content}, ...] lists (TRL's chat format), "
+                        "rendered with the tokenizer's chat template; only assistant turns are trained (default none)")
     d.add_argument("--text-field", metavar="COL", default=None,
                    help="column of texts: causal LM on the whole text, or classification with "
                         "--label-field (default none)")
@@ -346,12 +356,14 @@ def run_train(args: argparse.Namespace, *, config: GEKOConfig | None = None,
         read_table,
         require_columns,
         tokenize_causal_lm,
+        tokenize_chat,
         tokenize_classification,
         write_label_map,
     )
 
     roles = {"--prompt-field": args.prompt_field, "--response-field": args.response_field,
-             "--text-field": args.text_field, "--label-field": args.label_field}
+             "--text-field": args.text_field, "--label-field": args.label_field,
+             "--messages-field": args.messages_field}
     train_table = read_table(args.data_file, "DATA_FILE")
     require_columns(train_table, roles, f"DATA_FILE {args.data_file}")
     eval_table = None
@@ -389,14 +401,19 @@ def run_train(args: argparse.Namespace, *, config: GEKOConfig | None = None,
                 max_length=max_length, label_map=label_map, num_labels=num_labels, progress=progress,
                 source=f"--eval-file {args.eval_file}")
     else:
-        fields_kw = ({"prompt_field": args.prompt_field, "response_field": args.response_field}
-                     if task == "sft" else {"text_field": args.text_field})
-        train_ds = tokenize_causal_lm(train_table, tokenizer, max_length=max_length, progress=progress,
-                                      source=f"DATA_FILE {args.data_file}", **fields_kw)
+        if task == "chat":
+            tokenize: Any = tokenize_chat
+            fields_kw: dict[str, Any] = {"messages_field": args.messages_field}
+        else:
+            tokenize = tokenize_causal_lm
+            fields_kw = ({"prompt_field": args.prompt_field, "response_field": args.response_field}
+                         if task == "sft" else {"text_field": args.text_field})
+        train_ds = tokenize(train_table, tokenizer, max_length=max_length, progress=progress,
+                            source=f"DATA_FILE {args.data_file}", **fields_kw)
         eval_ds = None
         if eval_table is not None:
-            eval_ds = tokenize_causal_lm(eval_table, tokenizer, max_length=max_length, progress=progress,
-                                         source=f"--eval-file {args.eval_file}", **fields_kw)
+            eval_ds = tokenize(eval_table, tokenizer, max_length=max_length, progress=progress,
+                               source=f"--eval-file {args.eval_file}", **fields_kw)
         if train_ds.n_without_labels == len(train_ds):
             raise InputError(f"DATA_FILE {args.data_file}: no sample has a response token left within "
                              f"--max-length {max_length}; raise --max-length or shorten the prompts")

@@ -29,10 +29,11 @@ def test_bad_files_are_refused_with_the_reason(tmp_path):
 
 
 def test_field_guesses():
-    assert guess_fields(["Instruction", "output", "x"]) == {
-        "prompt_field": "Instruction", "response_field": "output", "text_field": None, "label_field": None}
-    assert guess_fields(["text", "label"]) == {
-        "prompt_field": None, "response_field": None, "text_field": "text", "label_field": "label"}
-    roles = ("prompt_field", "response_field", "text_field", "label_field")
-    assert guess_fields(["label", "a"]) == dict.fromkeys(roles)
+    none = {"prompt_field": None, "response_field": None, "text_field": None, "label_field": None,
+            "messages_field": None}
+    assert guess_fields(["Instruction", "output", "x"]) == {**none, "prompt_field": "Instruction",
+                                                           "response_field": "output"}
+    assert guess_fields(["text", "label"]) == {**none, "text_field": "text", "label_field": "label"}
+    assert guess_fields(["label", "a"]) == none
     assert guess_fields(["prompt", "text"])["text_field"] == "text"  # no response column: whole-text training
+    assert guess_fields(["messages", "prompt", "completion"]) == {**none, "messages_field": "messages"}
