@@ -423,7 +423,7 @@ CLI_CASES = [
             ("--out", "notes.txt", "not a directory")),
     CliCase("train-missing-model-dir", lambda w: ["train", w.tmp / "no-model", w.files["train_jsonl"],
                                                   "--text-field", "prompt", "--output-dir", w.tmp / "out"],
-            ("MODEL_DIR", "no-model", "no such directory", "config.json")),
+            ("MODEL", "no-model", "no such directory", "config.json")),
     CliCase("train-missing-data-file", lambda w: ["train", w.files["model_dir"], w.tmp / "missing.jsonl",
                                                   "--text-field", "prompt", "--output-dir", w.tmp / "out"],
             ("DATA_FILE", "missing.jsonl", "no such file")),

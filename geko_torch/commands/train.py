@@ -21,7 +21,7 @@ from geko_state.config import PRESETS, GEKOConfig
 from geko_state.errors import ConfigError, GekoError, InputError
 from geko_state.selection import SelectionKind
 
-from ..paths import check_train_paths
+from ..paths import ModelRef, check_train_paths, model_ref
 from ..rundir import FINAL_MODEL, clear_earlier_run
 from ..text_data import DATA_FORMATS, DEFAULT_MAX_LENGTH, LABEL_MAP_FILE
 from ..training_args import GEKOTrainingArgs
@@ -173,23 +173,23 @@ def _transformers() -> Any:
     return transformers
 
 
-def _load_config(model_dir: Path) -> Any:
+def _load_config(model: ModelRef) -> Any:
     AutoConfig = _transformers().AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(model_dir, local_files_only=True)
+        return AutoConfig.from_pretrained(model.name, **model.from_pretrained_kwargs())
     except (OSError, ValueError, KeyError) as e:
-        raise InputError(f"MODEL_DIR {model_dir}: cannot read its config.json ({e})") from None
+        raise model.load_error("config.json", e) from None
 
 
-def _load_tokenizer(model_dir: Path) -> Any:
+def _load_tokenizer(model: ModelRef) -> Any:
     AutoTokenizer = _transformers().AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(model.name, **model.from_pretrained_kwargs())
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputError(f"MODEL_DIR {model_dir}: cannot load a tokenizer from it ({e}); save the "
-                         "tokenizer there with tokenizer.save_pretrained(MODEL_DIR)") from None
+        raise InputError(f"{model.load_error('tokenizer', e)}; a model directory needs its tokenizer too: "
+                         "tokenizer.save_pretrained(MODEL)") from None
     if getattr(tok, "pad_token_id", None) is None:
         if getattr(tok, "eos_token", None) is not None:
             tok.pad_token = tok.eos_token
@@ -201,7 +201,7 @@ def _load_tokenizer(model_dir: Path) -> Any:
     return tok
 
 
-def _load_model(model_dir: Path, task: str, *, num_labels: int | None, id2label: dict[int, str] | None) -> Any:
+def _load_model(model: ModelRef, task: str, *, num_labels: int | None, id2label: dict[int, str] | None) -> Any:
     transformers = _transformers()
     if task == "classification":
         cls = transformers.AutoModelForSequenceClassification
@@ -212,9 +212,9 @@ def _load_model(model_dir: Path, task: str, *, num_labels: int | None, id2label:
     else:
         cls, kw = transformers.AutoModelForCausalLM, {}
     try:
-        return cls.from_pretrained(model_dir, local_files_only=True, **kw)
+        return cls.from_pretrained(model.name, **model.from_pretrained_kwargs(), **kw)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InputError(f"MODEL_DIR {model_dir}: cannot load it with {cls.__name__} ({e})") from None
+        raise model.load_error(f"weights ({cls.__name__})", e) from None
 
 
 # ---------------------------------------------------------------------- run directory
@@ -242,8 +242,9 @@ def _save_final_model(trainer: Any, tokenizer: Any, out: Path, label_map: dict[s
 def configure(p: argparse.ArgumentParser) -> None:
     """The ``geko train`` options (also the app's form: ``geko_torch.app.command.form_options``)."""
     formats = ", ".join(DATA_FORMATS)
-    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR",
-                   help="local Hugging Face model directory (config.json, weights, tokenizer files)")
+    p.add_argument("model_dir", metavar="MODEL",
+                   help="local Hugging Face model directory (config.json, weights, tokenizer files), or a Hub "
+                        "id (org/name) in the local Hugging Face cache (downloaded by from_pretrained when online)")
     p.add_argument("data_file", type=Path, metavar="DATA_FILE",
                    help=f"training data, one sample per row ({formats}; format by suffix)")
     d = p.add_argument_group("data (choose one: prompt+response, messages, text, or text+label)")
@@ -371,13 +372,14 @@ def run_train(args: argparse.Namespace, *, config: GEKOConfig | None = None,
         eval_table = read_table(args.eval_file, "--eval-file")
         require_columns(eval_table, roles, f"--eval-file {args.eval_file}")
 
-    model_config = _load_config(args.model_dir)
+    source = model_ref(args.model_dir)
+    model_config = _load_config(source)
     max_length = args.max_length
     limit = _position_limit(model_config)
     if limit is not None and max_length > limit:
         _say(f"--max-length {max_length} is above the model's {limit} positions; using {limit}")
         max_length = limit
-    tokenizer = _load_tokenizer(args.model_dir)
+    tokenizer = _load_tokenizer(source)
 
     progress = False if args.no_progress else None
     if args.no_progress:
@@ -431,7 +433,7 @@ def run_train(args: argparse.Namespace, *, config: GEKOConfig | None = None,
 
     set_seed(args.seed)  # a new classification head is initialised while loading
     id2label = None if label_map is None else {i: name for name, i in label_map.items()}
-    model = _load_model(args.model_dir, task, num_labels=num_labels, id2label=id2label)
+    model = _load_model(source, task, num_labels=num_labels, id2label=id2label)
     pad_id = tokenizer.pad_token_id
     if getattr(model.config, "pad_token_id", None) is None and isinstance(pad_id, int):
         model.config.pad_token_id = pad_id  # *ForSequenceClassification finds the last token with it

@@ -57,7 +57,7 @@ def test_the_launch_is_checked_before_an_earlier_run_is_cleared(tmp_path, finish
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
     before = sorted(p.name for p in run.iterdir())
-    with pytest.raises(InputError, match="MODEL_DIR .*no such directory"):
+    with pytest.raises(InputError, match="MODEL .*no such directory"):
         launcher.start(_form(run, model="missing"), replace=True)
     with pytest.raises(InputError, match="DATA_FILE"):
         launcher.start(_form(run, data="missing.jsonl"), replace=True)

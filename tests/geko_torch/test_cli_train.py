@@ -262,7 +262,7 @@ def test_bad_files_exit_2_and_write_nothing(capsys, tmp_path, gpt2_dir, data):
         ((gpt2_dir, txt, *lm), ["data.txt", "unsupported", ".jsonl", ".parquet", ".csv"]),
         ((gpt2_dir, empty, *lm), ["empty.jsonl", "empty"]),
         ((gpt2_dir, tmp_path / "missing.jsonl", *lm), ["missing.jsonl", "no such file"]),
-        ((tmp_path / "no-model", data["text_parquet"], *lm), ["MODEL_DIR", "no-model", "no such directory"]),
+        ((tmp_path / "no-model", data["text_parquet"], *lm), ["MODEL ", "no-model", "no such directory"]),
         ((tmp_path, data["text_parquet"], *lm), ["no config.json"]),
         ((gpt2_dir, data["text_parquet"], *lm, "--eval-file", txt), ["--eval-file", "unsupported"]),
         ((gpt2_dir, data["text_parquet"], *lm, "--resume", tmp_path), ["--resume", "not a GEKO checkpoint"]),
