@@ -116,9 +116,7 @@ class Launcher:
             if resume is not None:
                 resume = self.workspace.path(resume, "checkpoint")
             run_dir = form.output_dir
-            # geko train's own verdict (parser, then its path checks, which refuse to replace a
-            # directory that is not a GEKO run) before anything is written or removed
-            check_train_paths(form.check(resume))
+            args = form.check(resume)  # geko train's parser
             if resume is None:
                 earlier = earlier_run_files(run_dir)
                 if earlier and not replace:
@@ -127,8 +125,12 @@ class Launcher:
                         f"{run_dir} holds an earlier run ({listed}): "
                         "press Resume to continue it, choose another output directory, or tick "
                         "'Replace an earlier run' to start over there")
-                # the training process would clear it too, but only after loading the data: the
-                # dashboard must not show the old run meanwhile
+                args.overwrite = True  # ticked: the app clears it itself, below
+            # geko train's own path checks (which refuse to replace a directory that is not a GEKO
+            # run) before anything is written or removed
+            check_train_paths(args)
+            if resume is None:
+                # the dashboard must not show the old run while the training process loads
                 clear_earlier_run(run_dir)
                 (run_dir / LAUNCH_FILE).unlink(missing_ok=True)
                 (run_dir / APP_LOG).unlink(missing_ok=True)
