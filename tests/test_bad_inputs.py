@@ -295,7 +295,7 @@ API_CASES = [
         w.run, w.files["small_jsonl"], w.tmp / "kept.jsonl"), InputError,
          ("small.jsonl", "has 3 rows", f"{N_RUN} samples")),
     Case("export-unsupported-output-format", lambda w: export_rows(
-        w.run, w.files["small_jsonl"], w.tmp / "kept.xlsx"), InputError, ("kept.xlsx", "'.xlsx'", "'.parquet'")),
+        w.run, w.files["small_jsonl"], w.tmp / "kept.xlsx"), InputError, ("kept.xlsx", "'.xlsx'", ".parquet")),
     # history
     Case("history-record-store-of-another-size", _record_other_store, InputError, ("record", f"{N_RUN} samples")),
     # sampler
