@@ -11,7 +11,7 @@ from torch.utils.data import Sampler
 from geko_state import EpochPlan, StateStore
 from geko_state.curriculum import MOUNTAIN, Phase
 from geko_state.errors import ConfigError, InputError
-from geko_state.planning import Budget, BudgetKind, parse_budget
+from geko_state.planning import Budget, BudgetKind, parse_budget, shard
 from geko_state.selection import SelectionConfig, SelectionKind, plan_selection
 
 from .distributed import dist_rank_world
@@ -27,20 +27,9 @@ DEFAULT_REPLACEMENT = False
 
 
 def shard_from(ids: np.ndarray, offset: int, rank: int, world_size: int) -> np.ndarray:
-    """This rank's share of ``ids[offset:]``: padded to a multiple of ``world_size`` with ids
-    from the start of the plan, then every ``world_size``-th id from ``rank``.
-
-    With ``offset == 0`` this is :func:`geko_state.shard`. Padding from the start of the whole
-    plan (not of the remainder) makes a same-world resume yield exactly what the uninterrupted
-    run would have; a different world size simply re-shards what is left.
-    """
-    rem = ids[offset:]
-    if world_size == 1 or rem.shape[0] == 0:
-        return np.ascontiguousarray(rem)
-    pad = (-rem.shape[0]) % world_size
-    if pad:
-        rem = np.concatenate([rem, np.resize(ids, pad)])
-    return np.ascontiguousarray(rem[rank::world_size])
+    """This rank's share of ``ids[offset:]``: :func:`geko_state.planning.shard` with an offset
+    (kept under this name for callers of the sampler module)."""
+    return np.ascontiguousarray(shard(ids, rank, world_size, offset))
 
 
 def _state_int(state: dict[str, Any], key: str, default: int | None = None) -> int:
