@@ -16,6 +16,7 @@ from .curriculum import Phase
 from .errors import InputError
 from .kernels.registry import KernelBackend
 from .kernels.sampling import class_masses
+from .validate import check_int, check_rank
 
 __all__ = [
     "BudgetKind",
@@ -128,12 +129,8 @@ def shard(ids: np.ndarray, rank: int, world_size: int, offset: int = 0) -> np.nd
     of the rest, so a same-world resume yields exactly what the uninterrupted run would have; a
     different world size simply re-shards what is left. An offset past the end leaves nothing.
     """
-    if isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer)) or world_size < 1:
-        raise InputError(f"world_size must be an integer >= 1, got {world_size!r}")
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank < world_size:
-        raise InputError(f"rank must be an integer in [0, world_size={world_size}), got {rank!r}")
-    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
-        raise InputError(f"offset must be an integer >= 0, got {offset!r}")
+    check_rank(rank, world_size)
+    check_int(offset, "offset", 0)
     rest = ids[offset:] if offset else ids
     k = rest.shape[0]
     if world_size == 1 or k == 0:
@@ -188,8 +185,7 @@ def build_plan(
     the plan holds at most the eligible count.
     """
     for name, v in (("seed", seed), ("epoch", epoch)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise InputError(f"{name} must be an integer >= 0, got {v!r}")
+        check_int(v, name, 0)
     budget = parse_budget(budget)
     n = int(bucket.shape[0])
     members, offsets = kernels.members(bucket, pruned, times_seen, np.int32(max_seen))

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from geko_state.datafiles import DATA_FORMATS, check_data_path, read_table
 from geko_state.errors import InputError
 from geko_state.io import atomic_write_json
+from geko_state.validate import check_int
 
 __all__ = [
     "DATA_FORMATS",
@@ -199,8 +200,7 @@ class TokenizedDataset(Dataset):
 
 
 def _check_max_length(max_length: int) -> None:
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-        raise InputError(f"max_length must be an integer >= 2, got {max_length!r}")
+    check_int(max_length, "max_length", 2)
 
 
 def _progress(progress: bool | None, n: int) -> bool:

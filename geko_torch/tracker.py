@@ -30,6 +30,7 @@ from geko_state import (
     StateStore,
 )
 from geko_state.errors import InputError
+from geko_state.validate import check_int
 
 from .distributed import ObservationExchange, dist_rank_world
 from .sampler import GEKOSampler
@@ -121,8 +122,7 @@ class GEKOTracker:
             if fn is not None and not callable(fn):
                 raise InputError(f"{name} must be a callable fn(outputs, batch) -> Tensor[B], got {type(fn).__name__}")
         for name, v in (("max_pending", max_pending), ("sync_every", sync_every)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InputError(f"{name} must be an integer >= 1, got {v!r}")
+            check_int(v, name, 1)
         self.store = store
         self.sampler = sampler
         if task != "auto":
