@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import GekoError, InputError
 
-__all__ = ["check_int", "check_number", "check_rank", "is_int", "is_number"]
+__all__ = ["check_int", "check_number", "check_rank", "int_form", "is_int", "is_number", "number_form"]
 
 
 def is_int(value: Any) -> bool:
@@ -43,22 +43,31 @@ def check_int(
     """
     ok = is_int(value) and (low is None or value >= low) and (high is None or value < high)
     if not ok:
-        if form is not None:
-            pass
-        elif low is not None and high is not None:
-            form = f"an integer in [{low}, {high})"
-        elif low is not None:
-            form = f"an integer >= {low}"
-        elif high is not None:
-            form = f"an integer < {high}"
-        else:
-            form = "an integer"
-        raise error(f"{name} must be {form}{note}, got {value!r}")
+        raise error(f"{name} must be {form or int_form(low, high)}{note}, got {value!r}")
     return int(value)
 
 
-def _bound(x: float) -> str:
-    return f"{x:g}"
+def int_form(low: int | None = None, high: int | None = None) -> str:
+    """The expected form in words: ``"an integer >= 1"``, ``"an integer in [0, 4)"``, ..."""
+    if low is not None and high is not None:
+        return f"an integer in [{low}, {high})"
+    if low is not None:
+        return f"an integer >= {low}"
+    if high is not None:
+        return f"an integer < {high}"
+    return "an integer"
+
+
+def number_form(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+                high_open: bool = False) -> str:
+    """The bounds in words: ``"in [0, 1)"``, ``"> 0"``, or ``""`` without bounds."""
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {high:g}"
+    return ""
 
 
 def check_number(
@@ -85,14 +94,7 @@ def check_number(
     if ok and high is not None:
         ok = value < high if high_open else value <= high
     if not ok:
-        if low is not None and high is not None:
-            form = f"in {'(' if low_open else '['}{_bound(low)}, {_bound(high)}{')' if high_open else ']'}"
-        elif low is not None:
-            form = f"{'>' if low_open else '>='} {_bound(low)}"
-        elif high is not None:
-            form = f"{'<' if high_open else '<='} {_bound(high)}"
-        else:
-            form = ""
+        form = number_form(low, high, low_open=low_open, high_open=high_open)
         raise error(f"{name} must be {what}{' ' + form if form else ''}, got {value!r}")
     return float(value)
 
