@@ -45,7 +45,7 @@ import duckdb
 import polars as pl
 import pyarrow.dataset as pads
 
-from .errors import InputError
+from .errors import InputError, QueryError  # QueryError re-exported: its home was this module
 from .history import HISTORY_SCHEMA, TRANSITION_COLUMNS, verified_history
 from .run import Run, open_run
 from .schema import Bucket
@@ -74,11 +74,6 @@ _LOCKED_SETTINGS: tuple[str, ...] = (
     "SET enable_external_access = false",
     "SET lock_configuration = true",
 )
-
-
-class QueryError(InputError):
-    """DuckDB refused a query (the message is DuckDB's own), or the query is not one read-only
-    statement, or it ran past its time limit."""
 
 
 def _literal(path: str | Path) -> str:

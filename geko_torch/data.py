@@ -9,16 +9,12 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from geko_state.errors import ConfigError, InputError
+from geko_state.errors import ConfigError, InputError, SampleIndexError
 from geko_state.validate import check_int
 
 __all__ = ["SAMPLE_ID", "GEKODataset", "PadCollator", "SampleIndexError"]
 
 SAMPLE_ID = "sample_id"
-
-
-class SampleIndexError(InputError, IndexError):
-    """A dataset index outside ``[0, len)``."""
 
 
 def _check_item(item: Any, index: int) -> Mapping:

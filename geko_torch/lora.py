@@ -84,7 +84,7 @@ def is_peft_available() -> bool:
 def _missing_peft(detail: str = "") -> Exception:
     # plots.py owns the optional-dependency error; imported here so this module does not pull in
     # the plotting/report stack at import time.
-    from geko_state.plots import MissingDependencyError
+    from geko_state.errors import MissingDependencyError
 
     msg = f"LoRA needs peft: {_INSTALL_HINT}"
     return MissingDependencyError(f"{msg} ({detail})" if detail else msg)

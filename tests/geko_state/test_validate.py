@@ -45,3 +45,15 @@ def test_argparse_types():
         number_in(0, 1, high_open=True)("1.5")
     with pytest.raises(argparse.ArgumentTypeError, match=r"expected a finite number > 0, got 'inf'"):
         number_in(0, low_open=True)("inf")
+
+
+def test_every_error_class_lives_in_errors_and_old_imports_still_work():
+    import geko_state.plots
+    import geko_state.sql
+    from geko_state import errors
+
+    assert geko_state.plots.MissingDependencyError is errors.MissingDependencyError
+    assert geko_state.sql.QueryError is errors.QueryError
+    assert issubclass(errors.SampleIndexError, IndexError) and issubclass(errors.QueryError, InputError)
+    for name in errors.__all__:
+        assert issubclass(getattr(errors, name), errors.GekoError)
