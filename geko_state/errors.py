@@ -1,17 +1,19 @@
 """One error hierarchy: every failure GEKO raises derives from :class:`GekoError`.
 
-Which class for a bad value (one rule for both packages):
+Which class a bad value raises (one rule for both packages):
 
-* :class:`ConfigError`: a constructor or configuration argument, checked when the object is
-  built: the fields of ``GEKOConfig``, ``SelectionConfig``, ``HistoryConfig``, ``GEKOSettings``,
-  ``GEKOTrainingArgs``, LoRA settings, and the ``__init__`` arguments of the long-lived objects
-  (``GEKOSampler``, ``GEKOTracker``, ``GEKOSession``, the trainers, ``PadCollator``).
-* :class:`InputError`: an argument of a call that does work (``StateStore.create/open``,
-  ``observe``, ``plan_epoch``, ``shard``, ``export_rows``, ``query``, ``signals``, ...), and a
-  bad value read from a file or a command line.
+* :class:`ConfigError`: a setting, checked when the object that holds it is built: the fields of
+  ``GEKOConfig``, ``SelectionConfig``, ``HistoryConfig``, ``GEKOSettings``, ``GEKOTrainingArgs``,
+  the LoRA settings, and the settings given to a constructor (``GEKOSampler``'s seed, budget,
+  selection, rank and world size; ``GEKOTracker``'s task, thresholds, callables and sizes;
+  ``GEKOSession``'s seed, rank and world size; ``PadCollator``'s token ids).
+* :class:`InputError`: an argument of a call (``StateStore.create/open``, ``observe``,
+  ``plan_epoch``, ``shard``, ``export_rows``, ``query``, the signal functions, ...), the data or
+  object a constructor works on (a store, a model, a dataset), and a value read from a file or a
+  command line.
 
-A setting that is both (e.g. ``seed``) raises by where it is given, not by its name. Both classes
-derive from ``ValueError``, so ``except ValueError`` catches either.
+So the same value can raise either, by where it is given: ``GEKOSampler(store, seed=-1)`` raises
+ConfigError, ``store.plan_epoch(seed=-1)`` InputError. Both derive from ``ValueError``.
 """
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MissingDependencyError  # re-exported: its home was this module
+# MissingDependencyError is re-exported here: its home was this module.
+from .errors import MissingDependencyError
 from .history import TRANSITION_COLUMNS, count_column
 from .io import atomic_path
 from .report import EfficiencyReport, build_report, sample_distributions

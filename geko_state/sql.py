@@ -45,7 +45,8 @@ import duckdb
 import polars as pl
 import pyarrow.dataset as pads
 
-from .errors import InputError, QueryError  # QueryError re-exported: its home was this module
+# QueryError is re-exported here: its home was this module.
+from .errors import InputError, QueryError
 from .history import HISTORY_SCHEMA, TRANSITION_COLUMNS, verified_history
 from .run import Run, open_run
 from .schema import Bucket

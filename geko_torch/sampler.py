@@ -77,19 +77,20 @@ class GEKOSampler(Sampler[int]):
     ) -> None:
         if not isinstance(store, StateStore):
             raise InputError(f"store must be a StateStore, got {type(store).__name__}")
+        # Settings of the sampler: ConfigError (geko_state.errors); the store it works on: InputError.
         for name, v, low in (("seed", seed, 0), ("total_epochs", total_epochs, 1)):
             if v is not None:
-                check_int(v, name, low)
-        parse_budget(budget)
+                check_int(v, name, low, error=ConfigError)
         try:
-            selection = SelectionConfig.coerce(selection)
-        except ConfigError as e:
-            raise InputError(str(e)) from None
+            parse_budget(budget)
+        except InputError as e:
+            raise ConfigError(str(e)) from None
+        selection = SelectionConfig.coerce(selection)
         if (rank is None) != (world_size is None):
-            raise InputError("give both rank and world_size, or neither (then torch.distributed decides)")
+            raise ConfigError("give both rank and world_size, or neither (then torch.distributed decides)")
         if rank is None:
             rank, world_size = dist_rank_world()
-        check_rank(rank, world_size)
+        check_rank(rank, world_size, error=ConfigError)
         self.store = store
         self.seed = int(seed)
         self.total_epochs = None if total_epochs is None else int(total_epochs)

@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 from geko_state import GEKO_DEFAULT, GEKOConfig, HistoryConfig
 from geko_state.config import reject_unknown
 from geko_state.errors import ConfigError
-from geko_state.validate import check_int, check_number
 from geko_state.planning import Budget, BudgetKind
 from geko_state.selection import SelectionConfig
+from geko_state.validate import check_int, check_number
 
 from .sampler import DEFAULT_REPLACEMENT
 from .session import GEKOSettings

@@ -299,11 +299,11 @@ API_CASES = [
     # history
     Case("history-record-store-of-another-size", _record_other_store, InputError, ("record", f"{N_RUN} samples")),
     # sampler
-    Case("sampler-rank-out-of-range", lambda w: GEKOSampler(w.mem, rank=2, world_size=2), InputError,
+    Case("sampler-rank-out-of-range", lambda w: GEKOSampler(w.mem, rank=2, world_size=2), ConfigError,
          ("rank", "[0, world_size=2)")),
-    Case("sampler-world-size-zero", lambda w: GEKOSampler(w.mem, rank=0, world_size=0), InputError,
+    Case("sampler-world-size-zero", lambda w: GEKOSampler(w.mem, rank=0, world_size=0), ConfigError,
          ("world_size", "integer >= 1")),
-    Case("sampler-rank-without-world-size", lambda w: GEKOSampler(w.mem, rank=0), InputError,
+    Case("sampler-rank-without-world-size", lambda w: GEKOSampler(w.mem, rank=0), ConfigError,
          ("rank and world_size", "or neither")),
     Case("sampler-load-other-epoch", lambda w: _sampler_state(w, epoch=5), InputError,
          ("epoch 5", "at epoch 1", "restore the store")),
