@@ -209,9 +209,11 @@ def causal_lm_signals(
     _check_logits(logits, 3, "[B, T, V]")
     _check_ignore_index(ignore_index)
     _check_labels(labels, logits, "[B, T]", ignore_index)
-    check_number(correct_loss_below, "correct_loss_below", what="a finite float")
+    # Wider than GEKOSettings / GEKOTracker (which refuse thresholds that make every sample correct,
+    # or none): the pure function computes the edge cases too.
+    check_number(correct_loss_below, "correct_loss_below", what="a finite number")
     if token_accuracy is not None:
-        check_number(token_accuracy, "token_accuracy", 0, 1, what="None or a float")
+        check_number(token_accuracy, "token_accuracy", 0, 1, what="None or a share")
     batch, seq, vocab = logits.shape
     targets = torch.full_like(labels, ignore_index, dtype=torch.long)
     targets[:, :-1] = labels[:, 1:]
