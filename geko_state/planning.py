@@ -16,7 +16,7 @@ from .curriculum import Phase
 from .errors import InputError
 from .kernels.registry import KernelBackend
 from .kernels.sampling import class_masses
-from .validate import check_int, check_rank
+from .validate import check_int, check_rank, is_int
 
 __all__ = [
     "BudgetKind",
@@ -50,7 +50,7 @@ def parse_budget(budget: Budget) -> BudgetKind | int | float:
             return BudgetKind(budget)
         except ValueError:
             pass
-    elif isinstance(budget, (int, np.integer)) and not isinstance(budget, bool):
+    elif is_int(budget):
         if budget >= 0:
             return int(budget)
     elif isinstance(budget, (float, np.floating)) and math.isfinite(budget) and 0 < budget <= 1:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from geko_state.errors import InputError
-from geko_state.validate import check_number
+from geko_state.validate import check_number, is_int
 
 __all__ = [
     "IGNORE_INDEX",
@@ -82,7 +82,7 @@ def _check_logits(logits: Any, ndim: int, form: str) -> None:
 
 
 def _check_ignore_index(ignore_index: Any) -> None:
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+    if not is_int(ignore_index):
         raise InputError(f"ignore_index must be an integer label id (e.g. {IGNORE_INDEX}), got {ignore_index!r}")
 
 
