@@ -297,8 +297,9 @@ def _export():
         p.add_argument("--output", type=Path, default=None, help="where to write the kept dataset rows")
 
     def run(args: argparse.Namespace) -> int:
+        from .datafiles import id_writer
         from .errors import InputError
-        from .export import ID_FORMATS, export_rows, kept_ids, parse_buckets, write_ids
+        from .export import export_rows, kept_ids, parse_buckets, write_ids
         from .run import state_file
         from .store import StateStore
 
@@ -307,8 +308,8 @@ def _export():
         if (args.dataset is None) != (args.output is None):
             raise InputError("--dataset and --output go together")
         keep = parse_buckets(args.keep)
-        if args.ids_out is not None and args.ids_out.suffix.lower() not in ID_FORMATS:
-            raise InputError(f"--ids-out {args.ids_out}: expected a file ending in one of {sorted(ID_FORMATS)}")
+        if args.ids_out is not None:
+            id_writer(args.ids_out, "--ids-out")  # refuse a bad suffix before any work
         lines = []
         with StateStore.open(state_file(args.run_dir), mode="r") as store:
             ids = kept_ids(store, keep)

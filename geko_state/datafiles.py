@@ -24,6 +24,7 @@ __all__ = [
     "check_data_path",
     "data_columns",
     "data_format",
+    "id_writer",
     "read_table",
     "supported_formats",
 ]
@@ -161,3 +162,15 @@ def _ids_parquet(ids: np.ndarray, path: Path) -> None:
 
 # Id list suffix -> writer of int64 ids ``[K]``.
 ID_FORMATS: dict[str, Callable[[np.ndarray, Path], None]] = {".txt": _ids_txt, ".parquet": _ids_parquet}
+
+
+def id_writer(path: str | os.PathLike, what: str = "id list") -> Callable[[np.ndarray, Path], None]:
+    """The writer of an id list file from its suffix; InputError naming ``what``, the file and the
+    supported suffixes when there is none."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in ID_FORMATS:
+        raise InputError(
+            f"{what} {path}: unsupported format {suffix or '(no suffix)'!r}; supported: {', '.join(sorted(ID_FORMATS))}"
+        )
+    return ID_FORMATS[suffix]

@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import polars as pl
 
-from .datafiles import DATA_FORMATS, ID_FORMATS, check_data_path, data_format
+from .datafiles import DATA_FORMATS, ID_FORMATS, check_data_path, data_format, id_writer
 from .errors import InputError
 from .io import atomic_path
 from .run import state_file
@@ -75,19 +75,10 @@ def kept_ids(store: StateStore, keep: str | Iterable[str | Bucket] = DEFAULT_KEE
     return np.flatnonzero(keep_mask(store, keep)).astype(np.int64, copy=False)
 
 
-def _id_writer(path: Path):
-    suffix = path.suffix.lower()
-    if suffix not in ID_FORMATS:
-        raise InputError(
-            f"id list {path}: unsupported format {suffix or '(no suffix)'!r}; supported: {', '.join(sorted(ID_FORMATS))}"
-        )
-    return ID_FORMATS[suffix]
-
-
 def write_ids(ids: Sequence[int] | np.ndarray, path: str | os.PathLike) -> Path:
     """Write sample ids atomically: ``.txt`` (one id per line) or ``.parquet`` (column ``sample_id``)."""
     path = Path(path)
-    writer = _id_writer(path)
+    writer = id_writer(path)
     arr = np.asarray(ids)
     if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
         raise InputError(f"write_ids: ids must be a 1-D array of integers, got shape {arr.shape} dtype {arr.dtype}")

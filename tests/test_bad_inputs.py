@@ -401,7 +401,7 @@ CLI_CASES = [
     CliCase("export-bad-keep-list", lambda w: ["export", w.run, "--keep", "HARD,WARM", "--ids-out", w.tmp / "k.txt"],
             ("'WARM'", "expected names from")),
     CliCase("export-bad-ids-suffix", lambda w: ["export", w.run, "--ids-out", w.tmp / "kept.csv"],
-            ("--ids-out", "'.txt'")),
+            ("--ids-out", "'.csv'", ".txt")),
     CliCase("export-dataset-of-another-size", lambda w: [
         "export", w.run, "--dataset", w.files["small_jsonl"], "--output", w.tmp / "kept.jsonl"],
             ("has 3 rows", f"{N_RUN} samples")),
