@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import textwrap
 import time
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from .config import PRESETS
 from .errors import GekoError, InputError
+from .validate import check_int, check_number, int_form, number_form
 
 if TYPE_CHECKING:
     from .store import StateStore
@@ -50,12 +52,33 @@ def int_at_least(low: int) -> Callable[[str], int]:
         try:
             v = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {v}")
-        return v
+            raise argparse.ArgumentTypeError(f"expected {int_form(low)}, got {text!r}") from None
+        try:
+            return check_int(v, "value", low)
+        except InputError:
+            raise argparse.ArgumentTypeError(f"expected {int_form(low)}, got {v}") from None
 
     conv.__name__ = f"int>={low}"
+    return conv
+
+
+def number_in(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+              high_open: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite number within the bounds (see :func:`geko_state.validate.check_number`)."""
+    form = number_form(low, high, low_open=low_open, high_open=high_open)
+
+    def conv(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number {form}, got {text!r}") from None
+        try:
+            return check_number(v, "value", low, high, low_open=low_open, high_open=high_open)
+        except InputError:
+            finite = "" if math.isfinite(v) else "finite "
+            raise argparse.ArgumentTypeError(f"expected a {finite}number {form}, got {text!r}") from None
+
+    conv.__name__ = f"number {form}"
     return conv
 
 
@@ -274,8 +297,9 @@ def _export():
         p.add_argument("--output", type=Path, default=None, help="where to write the kept dataset rows")
 
     def run(args: argparse.Namespace) -> int:
+        from .datafiles import id_writer
         from .errors import InputError
-        from .export import ID_FORMATS, export_rows, kept_ids, parse_buckets, write_ids
+        from .export import export_rows, kept_ids, parse_buckets, write_ids
         from .run import state_file
         from .store import StateStore
 
@@ -284,8 +308,8 @@ def _export():
         if (args.dataset is None) != (args.output is None):
             raise InputError("--dataset and --output go together")
         keep = parse_buckets(args.keep)
-        if args.ids_out is not None and args.ids_out.suffix.lower() not in ID_FORMATS:
-            raise InputError(f"--ids-out {args.ids_out}: expected a file ending in one of {sorted(ID_FORMATS)}")
+        if args.ids_out is not None:
+            id_writer(args.ids_out, "--ids-out")  # refuse a bad suffix before any work
         lines = []
         with StateStore.open(state_file(args.run_dir), mode="r") as store:
             ids = kept_ids(store, keep)

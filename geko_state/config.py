@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
+from .validate import check_int, check_number, is_number
 
 __all__ = [
     "GEKO_AGGRESSIVE",
@@ -27,18 +28,6 @@ class NanPolicy(str, enum.Enum):
 
     RAISE = "raise"  # refuse the whole batch, change nothing
     SKIP = "skip"  # drop those observations, apply the rest, count the skipped ones
-
-
-def _check_unit(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ConfigError(f"GEKOConfig.{name} must be a number in [0, 1], got {value!r}")
-    return float(value)
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"GEKOConfig.{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def known_fields(cls: type, data: Any) -> dict[str, Any]:
@@ -85,17 +74,15 @@ class GEKOConfig:
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)
         for name in ("freeze_confidence", "freeze_quality", "focus_confidence", "min_q_for_freeze"):
-            set_(name, _check_unit(name, getattr(self, name)))
-        mf = self.mastered_fraction
-        if isinstance(mf, bool) or not isinstance(mf, (int, float)) or not 0.0 < float(mf) <= 1.0:
-            raise ConfigError(f"GEKOConfig.mastered_fraction must be a number in (0, 1], got {mf!r}")
-        set_("mastered_fraction", float(mf))
+            set_(name, check_number(getattr(self, name), f"GEKOConfig.{name}", 0, 1, error=ConfigError))
+        set_("mastered_fraction", check_number(self.mastered_fraction, "GEKOConfig.mastered_fraction", 0, 1,
+                                               low_open=True, error=ConfigError))
 
         bw = self.bucket_weights
         if (
             not isinstance(bw, (tuple, list))
             or len(bw) != 3
-            or any(isinstance(w, bool) or not isinstance(w, (int, float)) for w in bw)
+            or any(not is_number(w) for w in bw)
             or any(not math.isfinite(w) or w < 0 for w in bw)
         ):
             raise ConfigError(
@@ -104,30 +91,18 @@ class GEKOConfig:
             )
         set_("bucket_weights", tuple(float(w) for w in bw))
 
-        lr = self.q_value_lr
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0.0 < float(lr) <= 1.0:
-            raise ConfigError(f"GEKOConfig.q_value_lr must be a number in (0, 1], got {lr!r}")
-        set_("q_value_lr", float(lr))
-
-        scale = self.q_value_loss_scale
-        if (
-            isinstance(scale, bool)
-            or not isinstance(scale, (int, float))
-            or not math.isfinite(scale)
-            or scale <= 0
-        ):
-            raise ConfigError(
-                f"GEKOConfig.q_value_loss_scale must be a finite number > 0, got {scale!r}"
-            )
-        set_("q_value_loss_scale", float(scale))
+        set_("q_value_lr", check_number(self.q_value_lr, "GEKOConfig.q_value_lr", 0, 1, low_open=True,
+                                        error=ConfigError))
+        set_("q_value_loss_scale", check_number(self.q_value_loss_scale, "GEKOConfig.q_value_loss_scale", 0,
+                                                low_open=True, error=ConfigError, what="a finite number"))
 
         for name in ("use_curriculum", "log_bucket_stats"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"GEKOConfig.{name} must be True or False, got {getattr(self, name)!r}")
 
-        set_("repartition_every", _check_int("repartition_every", self.repartition_every, 1))
-        set_("max_times_seen", _check_int("max_times_seen", self.max_times_seen, 1))
-        set_("prune_frozen_after", _check_int("prune_frozen_after", self.prune_frozen_after, 0))
+        set_("repartition_every", check_int(self.repartition_every, "GEKOConfig.repartition_every", 1, error=ConfigError))
+        set_("max_times_seen", check_int(self.max_times_seen, "GEKOConfig.max_times_seen", 1, error=ConfigError))
+        set_("prune_frozen_after", check_int(self.prune_frozen_after, "GEKOConfig.prune_frozen_after", 0, error=ConfigError))
 
         try:
             set_("nan_policy", NanPolicy(self.nan_policy))

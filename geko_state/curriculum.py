@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import dataclass
 
 from .errors import InputError
+from .validate import check_number
 
 __all__ = ["Phase", "PhaseSpec", "MountainCurriculum", "MOUNTAIN", "Segment"]
 
@@ -47,9 +47,7 @@ class Segment:
 
 
 def _check_progress(name: str, p: float) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or not 0 <= p <= 1:
-        raise InputError(f"{name} must be a training progress in [0, 1], got {p!r}")
-    return float(p)
+    return check_number(p, name, 0, 1, what="a training progress")
 
 
 @dataclass(frozen=True)

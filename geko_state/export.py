@@ -8,15 +8,13 @@ memory can be exported; only a bit mask of N bits is held in memory.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from .datafiles import DATA_FORMATS, ID_FORMATS, check_data_path, data_format, id_writer
 from .errors import InputError
 from .io import atomic_path
 from .run import state_file
@@ -35,38 +33,7 @@ __all__ = [
 ]
 
 DEFAULT_KEEP: tuple[Bucket, ...] = (Bucket.HARD, Bucket.FOCUS, Bucket.LIGHT)
-
-
-@dataclass(frozen=True)
-class _Format:
-    scan: Callable[[Path], pl.LazyFrame]
-    sink: Callable[[pl.LazyFrame, Path], None]
-
-
-_PARQUET = _Format(lambda p: pl.scan_parquet(p), lambda lf, p: lf.sink_parquet(p))
-_JSONL = _Format(lambda p: pl.scan_ndjson(p), lambda lf, p: lf.sink_ndjson(p))
-_CSV = _Format(lambda p: pl.scan_csv(p), lambda lf, p: lf.sink_csv(p))
-_IPC = _Format(lambda p: pl.scan_ipc(p), lambda lf, p: lf.sink_ipc(p))
-
-# Dataset file suffix -> how to stream it in and out.
-DATASET_FORMATS: dict[str, _Format] = {
-    ".parquet": _PARQUET, ".pq": _PARQUET,
-    ".jsonl": _JSONL, ".ndjson": _JSONL,
-    ".csv": _CSV,
-    ".arrow": _IPC, ".ipc": _IPC, ".feather": _IPC,
-}
-
-
-def _ids_txt(ids: np.ndarray, path: Path) -> None:
-    pl.DataFrame({"sample_id": ids}).write_csv(path, include_header=False)
-
-
-def _ids_parquet(ids: np.ndarray, path: Path) -> None:
-    pq.write_table(pa.table({"sample_id": ids}), path, compression="zstd")
-
-
-# Id list suffix -> writer.
-ID_FORMATS: dict[str, Callable[[np.ndarray, Path], None]] = {".txt": _ids_txt, ".parquet": _ids_parquet}
+DATASET_FORMATS = DATA_FORMATS  # the name exports used before the table moved to datafiles
 
 
 def parse_buckets(keep: str | Bucket | Iterable[str | Bucket]) -> tuple[Bucket, ...]:
@@ -108,17 +75,10 @@ def kept_ids(store: StateStore, keep: str | Iterable[str | Bucket] = DEFAULT_KEE
     return np.flatnonzero(keep_mask(store, keep)).astype(np.int64, copy=False)
 
 
-def _suffix(path: Path, formats: dict, what: str) -> str:
-    suffix = path.suffix.lower()
-    if suffix not in formats:
-        raise InputError(f"{path}: unsupported {what} format {suffix or '(no suffix)'!r}; expected one of {sorted(formats)}")
-    return suffix
-
-
 def write_ids(ids: Sequence[int] | np.ndarray, path: str | os.PathLike) -> Path:
     """Write sample ids atomically: ``.txt`` (one id per line) or ``.parquet`` (column ``sample_id``)."""
     path = Path(path)
-    writer = ID_FORMATS[_suffix(path, ID_FORMATS, "id list")]
+    writer = id_writer(path)
     arr = np.asarray(ids)
     if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
         raise InputError(f"write_ids: ids must be a 1-D array of integers, got shape {arr.shape} dtype {arr.dtype}")
@@ -150,15 +110,14 @@ def export_rows(
     """Write the dataset rows of the kept samples to ``output``, in dataset order; returns their count.
 
     ``source``: a :class:`StateStore`, a run directory or a state file. Formats follow the file
-    suffixes (:data:`DATASET_FORMATS`: Parquet, JSONL, CSV, Arrow IPC; input and output may
+    suffixes (:data:`~geko_state.datafiles.DATA_FORMATS`: Parquet, JSONL, CSV, Arrow IPC; input and output may
     differ). The dataset's row count must equal the state's sample count. The output is written
     under a temporary name and renamed.
     """
     dataset, output = Path(dataset), Path(output)
-    fin = DATASET_FORMATS[_suffix(dataset, DATASET_FORMATS, "dataset")]
-    fout = DATASET_FORMATS[_suffix(output, DATASET_FORMATS, "output")]
-    if not dataset.is_file():
-        raise InputError(f"{dataset}: no such dataset file")
+    fin = data_format(dataset, "dataset")
+    fout = data_format(output, "output")
+    check_data_path(dataset, "dataset")
     if output.resolve() == dataset.resolve():
         raise InputError(f"{output}: the output must not be the dataset itself")
     keep = parse_buckets(keep)
@@ -169,7 +128,7 @@ def export_rows(
             n_rows = int(lazy.select(pl.len()).collect().item())
             columns = lazy.collect_schema().names()
         except (pl.exceptions.PolarsError, OSError) as e:
-            raise InputError(f"{dataset}: cannot read it as {dataset.suffix} ({e})") from None
+            raise InputError(f"dataset {dataset}: cannot read it as {fin.name} ({e})") from None
         if n_rows != store.n_samples:
             raise InputError(
                 f"{dataset}: has {n_rows} rows but the state has {store.n_samples} samples; export "

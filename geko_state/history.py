@@ -50,6 +50,7 @@ from .run import Run
 from .schema import Bucket
 from .stats import PartitionStats
 from .store import StateStore
+from .validate import check_int
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -164,17 +165,14 @@ class HistoryConfig:
     row_group_size: int = 1 << 20
 
     def __post_init__(self) -> None:
-        if isinstance(self.every, bool) or not isinstance(self.every, (int, np.integer)) or self.every < 1:
-            raise ConfigError(f"HistoryConfig.every must be an integer >= 1, got {self.every!r}")
+        check_int(self.every, "HistoryConfig.every", 1, error=ConfigError)
         if not isinstance(self.changed_only, (bool, np.bool_)):
             raise ConfigError(f"HistoryConfig.changed_only must be a bool, got {self.changed_only!r}")
         if self.compression not in _COMPRESSIONS:
             raise ConfigError(
                 f"HistoryConfig.compression must be one of {list(_COMPRESSIONS)}, got {self.compression!r}"
             )
-        rg = self.row_group_size
-        if isinstance(rg, bool) or not isinstance(rg, (int, np.integer)) or rg < 1:
-            raise ConfigError(f"HistoryConfig.row_group_size must be an integer >= 1, got {rg!r}")
+        check_int(self.row_group_size, "HistoryConfig.row_group_size", 1, error=ConfigError)
 
 
 @dataclass(frozen=True)
@@ -360,9 +358,7 @@ class HistoryWriter:
                 f"record: {self.run.epochs_path} holds the history of {sorted(run_n)[0]} samples, this store has "
                 f"{store.n_samples}; record into a new run directory (nothing was written)"
             )
-        st = samples_trained
-        if isinstance(st, bool) or not isinstance(st, (int, np.integer)) or st < 0:
-            raise InputError(f"record: samples_trained must be an integer >= 0, got {st!r}")
+        check_int(samples_trained, "record: samples_trained", 0)
 
     def record(
         self,

@@ -16,6 +16,7 @@ from .curriculum import Phase
 from .errors import InputError
 from .kernels.registry import KernelBackend
 from .kernels.sampling import class_masses
+from .validate import check_int, check_rank, is_int
 
 __all__ = [
     "BudgetKind",
@@ -49,7 +50,7 @@ def parse_budget(budget: Budget) -> BudgetKind | int | float:
             return BudgetKind(budget)
         except ValueError:
             pass
-    elif isinstance(budget, (int, np.integer)) and not isinstance(budget, bool):
+    elif is_int(budget):
         if budget >= 0:
             return int(budget)
     elif isinstance(budget, (float, np.floating)) and math.isfinite(budget) and 0 < budget <= 1:
@@ -119,23 +120,25 @@ class EpochPlan:
         return shard(self.ids, rank, world_size)
 
 
-def shard(ids: np.ndarray, rank: int, world_size: int) -> np.ndarray:
-    """This rank's share: the plan padded (cyclically) to a multiple of ``world_size``, then
-    every ``world_size``-th id from ``rank``. All ranks get the same length, so collective
-    training steps stay in lockstep, and together they cover the whole plan.
+def shard(ids: np.ndarray, rank: int, world_size: int, offset: int = 0) -> np.ndarray:
+    """This rank's share ``[ceil((K - offset) / world_size)]`` of ``ids[offset:]`` (``ids``: ``[K]``):
+    the rest of the plan padded to a multiple of ``world_size`` with ids from the start of the
+    whole plan (cyclically), then every ``world_size``-th id from ``rank``. All ranks get the same
+    length, so collective training steps stay in lockstep, and together they cover the rest of the
+    plan. ``offset`` (a resume's global plan position) pads from the start of the whole plan, not
+    of the rest, so a same-world resume yields exactly what the uninterrupted run would have; a
+    different world size simply re-shards what is left. An offset past the end leaves nothing.
     """
-    if isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer)) or world_size < 1:
-        raise InputError(f"world_size must be an integer >= 1, got {world_size!r}")
-    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank < world_size:
-        raise InputError(f"rank must be an integer in [0, world_size={world_size}), got {rank!r}")
-    k = ids.shape[0]
+    check_rank(rank, world_size)
+    check_int(offset, "offset", 0)
+    rest = ids[offset:] if offset else ids
+    k = rest.shape[0]
     if world_size == 1 or k == 0:
-        return ids
-    per_rank = -(-k // world_size)
-    pad = per_rank * world_size - k
+        return rest
+    pad = (-k) % world_size
     if pad:
-        ids = np.concatenate([ids, np.resize(ids, pad)])
-    return np.ascontiguousarray(ids[rank::world_size])
+        rest = np.concatenate([rest, np.resize(ids, pad)])
+    return np.ascontiguousarray(rest[rank::world_size])
 
 
 def _segment_draws(budget, segments, sizes, n_samples) -> list[int]:
@@ -182,8 +185,7 @@ def build_plan(
     the plan holds at most the eligible count.
     """
     for name, v in (("seed", seed), ("epoch", epoch)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise InputError(f"{name} must be an integer >= 0, got {v!r}")
+        check_int(v, name, 0)
     budget = parse_budget(budget)
     n = int(bucket.shape[0])
     members, offsets = kernels.members(bucket, pruned, times_seen, np.int32(max_seen))

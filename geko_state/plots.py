@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GekoError
+# MissingDependencyError is re-exported here: its home was this module.
+from .errors import MissingDependencyError
 from .history import TRANSITION_COLUMNS, count_column
 from .io import atomic_path
 from .report import EfficiencyReport, build_report, sample_distributions
@@ -23,10 +24,6 @@ BUCKET_COLORS: dict[str, str] = {
     "FREEZE": "#4C72B0", "LIGHT": "#55A868", "FOCUS": "#DD8452", "HARD": "#C44E52", "pruned": "#A0A0A0",
 }
 PLOT_FILES: tuple[str, ...] = ("bucket_shares.png", "transitions.png", "distributions.png")
-
-
-class MissingDependencyError(GekoError, ImportError):
-    """An optional dependency is not installed."""
 
 
 def _mpl() -> Any:

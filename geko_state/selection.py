@@ -28,6 +28,7 @@ from .errors import ConfigError, InputError
 from .planning import Budget, BudgetKind, EpochPlan, parse_budget
 from .schema import Bucket
 from .store import StateStore
+from .validate import check_int, check_number
 
 __all__ = [
     "SELECTION_POLICIES",
@@ -62,10 +63,7 @@ _RNG_TAG: dict[str, int] = {"uniform": 1, "random_subset": 2, "infobatch": 3, "g
 
 
 def _unit(name: str, value: Any, *, open_top: bool = False) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    if not ok or not (0.0 <= value < 1.0 if open_top else 0.0 <= value <= 1.0):
-        raise ConfigError(f"SelectionConfig.{name} must be a number in [0, {'1)' if open_top else '1]'}, got {value!r}")
-    return float(value)
+    return check_number(value, f"SelectionConfig.{name}", 0, 1, high_open=open_top, error=ConfigError)
 
 
 @dataclass(frozen=True)
@@ -328,8 +326,7 @@ def plan_selection(
     for name, v, low in (("seed", seed, 0), ("epoch", e, 0), ("total_epochs", total_epochs, 1)):
         if name == "total_epochs" and v is None:
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-            raise InputError(f"{name} must be an integer >= {low}, got {v!r}")
+        check_int(v, name, low)
     req = PlanRequest(
         seed=int(seed), epoch=int(e), total_epochs=None if total_epochs is None else int(total_epochs),
         budget=parse_budget(budget), replacement=bool(replacement),

@@ -15,6 +15,7 @@ import numpy as np
 from .errors import InputError
 from .stats import PartitionStats
 from .store import StateStore
+from .validate import check_int
 
 __all__ = ["SyntheticTask", "EpochResult", "simulate"]
 
@@ -73,8 +74,7 @@ def simulate(
 ) -> Iterator[EpochResult]:
     """Train the synthetic learner for ``epochs`` epochs on ``store``; yields each epoch's result."""
     for name, v, low in (("epochs", epochs, 1), ("seed", seed, 0), ("batch_size", batch_size, 1)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-            raise InputError(f"simulate: {name} must be an integer >= {low}, got {v!r}")
+        check_int(v, f"simulate: {name}", low)
     rates = task.rates(store.n_samples)
     rng = np.random.default_rng([seed, 1])
     first = store.epoch

@@ -45,10 +45,12 @@ import duckdb
 import polars as pl
 import pyarrow.dataset as pads
 
-from .errors import InputError
+# QueryError is re-exported here: its home was this module.
+from .errors import InputError, QueryError
 from .history import HISTORY_SCHEMA, TRANSITION_COLUMNS, verified_history
 from .run import Run, open_run
 from .schema import Bucket
+from .validate import check_int
 
 __all__ = ["QueryError", "READ_ONLY_STATEMENTS", "TABLE_FORMATS", "VIEWS", "check_read_only", "connect", "lock", "query"]
 
@@ -73,11 +75,6 @@ _LOCKED_SETTINGS: tuple[str, ...] = (
     "SET enable_external_access = false",
     "SET lock_configuration = true",
 )
-
-
-class QueryError(InputError):
-    """DuckDB refused a query (the message is DuckDB's own), or the query is not one read-only
-    statement, or it ran past its time limit."""
 
 
 def _literal(path: str | Path) -> str:
@@ -202,8 +199,8 @@ def query(run_dir: str | os.PathLike, sql: str, *, unsafe: bool = False, limit: 
     """
     if not isinstance(sql, str) or not sql.strip():
         raise QueryError("query: expected a SQL statement, got an empty string")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise InputError(f"limit: expected an integer >= 0 or None, got {limit!r}")
+    if limit is not None:
+        check_int(limit, "limit", 0, form="None or an integer >= 0")
     if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
         raise InputError(f"timeout_s: expected a number of seconds > 0 or None, got {timeout_s!r}")
     con = connect(run_dir, unsafe=unsafe, tables=tables)

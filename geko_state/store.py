@@ -38,6 +38,7 @@ from .statefile import (
     write_state_file,
 )
 from .stats import PartitionStats
+from .validate import check_int
 
 __all__ = ["StateStore"]
 
@@ -121,8 +122,7 @@ class StateStore:
         ``storage="arrow"`` maps it copy-on-write (updates at RAM speed, written back by
         :meth:`flush`); ``"arrow-shared"`` maps it shared, for states larger than RAM.
         """
-        if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-            raise InputError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+        check_int(n_samples, "n_samples", 1)
         if config is None:
             config = GEKOConfig()
         if not isinstance(config, GEKOConfig):
@@ -381,8 +381,7 @@ class StateStore:
         if not cfg.use_curriculum:
             return [WeightSegment(1.0, cfg.bucket_weights, None)]
         if progress is None and total_epochs is not None:
-            if isinstance(total_epochs, bool) or not isinstance(total_epochs, (int, np.integer)) or total_epochs < 1:
-                raise InputError(f"total_epochs must be an integer >= 1, got {total_epochs!r}")
+            check_int(total_epochs, "total_epochs", 1)
             e = self.epoch if epoch is None else int(epoch)
             if e >= total_epochs:
                 raise InputError(f"epoch {e} is past total_epochs={total_epochs}")

@@ -6,19 +6,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from geko_state.errors import ConfigError, InputError
+from geko_state.errors import ConfigError, InputError, SampleIndexError
+from geko_state.validate import check_int
 
 __all__ = ["SAMPLE_ID", "GEKODataset", "PadCollator", "SampleIndexError"]
 
 SAMPLE_ID = "sample_id"
-
-
-class SampleIndexError(InputError, IndexError):
-    """A dataset index outside ``[0, len)``."""
 
 
 def _check_item(item: Any, index: int) -> Mapping:
@@ -97,8 +93,7 @@ class PadCollator:
     def __post_init__(self) -> None:
         for name in ("pad_token_id", "label_pad_id"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                raise ConfigError(f"{name} must be an integer token id, got {v!r}")
+            check_int(v, name, error=ConfigError, form="an integer token id")
         if self.padding_side not in ("right", "left"):
             raise ConfigError(f"padding_side must be 'right' or 'left', got {self.padding_side!r}")
 

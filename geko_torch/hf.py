@@ -137,7 +137,7 @@ import torch
 
 from geko_state import StateStore, build_report
 from geko_state.errors import ConfigError, InputError
-from geko_state.plots import MissingDependencyError
+from geko_state.errors import MissingDependencyError
 from geko_state.report import EfficiencyReport
 from geko_state.schema import Bucket
 

@@ -8,17 +8,16 @@ from __future__ import annotations
 import copy
 import importlib.util
 import logging
-import math
 import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Real
 from typing import Any
 
 import torch
 
 from geko_state.errors import ConfigError, InputError
+from geko_state.validate import check_int, check_number
 
 __all__ = [
     "ParamCounts",
@@ -85,7 +84,7 @@ def is_peft_available() -> bool:
 def _missing_peft(detail: str = "") -> Exception:
     # plots.py owns the optional-dependency error; imported here so this module does not pull in
     # the plotting/report stack at import time.
-    from geko_state.plots import MissingDependencyError
+    from geko_state.errors import MissingDependencyError
 
     msg = f"LoRA needs peft: {_INSTALL_HINT}"
     return MissingDependencyError(f"{msg} ({detail})" if detail else msg)
@@ -230,19 +229,11 @@ def _infer_task_type(model: torch.nn.Module) -> str | None:
     return None
 
 
-def _is_real(x: object) -> bool:
-    return isinstance(x, Real) and not isinstance(x, bool)
-
-
 def _check_hparams(r: object, alpha: object, dropout: object, *, prefix: str = "") -> None:
-    if not isinstance(r, int) or isinstance(r, bool) or r < 1:
-        raise ConfigError(f"{prefix}r must be an integer >= 1, got {r!r}")
-    if not _is_real(alpha) or not math.isfinite(alpha) or alpha <= 0:
-        raise ConfigError(f"{prefix}{'lora_alpha' if prefix else 'alpha'} must be a number > 0, got {alpha!r}")
-    if not _is_real(dropout) or not (0.0 <= dropout < 1.0):
-        raise ConfigError(
-            f"{prefix}{'lora_dropout' if prefix else 'dropout'} must be in [0, 1), got {dropout!r}"
-        )
+    check_int(r, f"{prefix}r", 1, error=ConfigError)
+    check_number(alpha, f"{prefix}{'lora_alpha' if prefix else 'alpha'}", 0, low_open=True, error=ConfigError)
+    check_number(dropout, f"{prefix}{'lora_dropout' if prefix else 'dropout'}", 0, 1, high_open=True,
+                 error=ConfigError)
 
 
 def _normalise_targets(target_modules: Sequence[str] | str) -> list[str] | str:

@@ -11,8 +11,9 @@ from torch.utils.data import Sampler
 from geko_state import EpochPlan, StateStore
 from geko_state.curriculum import MOUNTAIN, Phase
 from geko_state.errors import ConfigError, InputError
-from geko_state.planning import Budget, BudgetKind, parse_budget
+from geko_state.planning import Budget, BudgetKind, parse_budget, shard
 from geko_state.selection import SelectionConfig, SelectionKind, plan_selection
+from geko_state.validate import check_int, check_rank, is_int
 
 from .distributed import dist_rank_world
 from .threads import torch_threads_kept
@@ -27,20 +28,9 @@ DEFAULT_REPLACEMENT = False
 
 
 def shard_from(ids: np.ndarray, offset: int, rank: int, world_size: int) -> np.ndarray:
-    """This rank's share of ``ids[offset:]``: padded to a multiple of ``world_size`` with ids
-    from the start of the plan, then every ``world_size``-th id from ``rank``.
-
-    With ``offset == 0`` this is :func:`geko_state.shard`. Padding from the start of the whole
-    plan (not of the remainder) makes a same-world resume yield exactly what the uninterrupted
-    run would have; a different world size simply re-shards what is left.
-    """
-    rem = ids[offset:]
-    if world_size == 1 or rem.shape[0] == 0:
-        return np.ascontiguousarray(rem)
-    pad = (-rem.shape[0]) % world_size
-    if pad:
-        rem = np.concatenate([rem, np.resize(ids, pad)])
-    return np.ascontiguousarray(rem[rank::world_size])
+    """This rank's share of ``ids[offset:]``: :func:`geko_state.planning.shard` with an offset
+    (kept under this name for callers of the sampler module)."""
+    return np.ascontiguousarray(shard(ids, rank, world_size, offset))
 
 
 def _state_int(state: dict[str, Any], key: str, default: int | None = None) -> int:
@@ -48,7 +38,7 @@ def _state_int(state: dict[str, Any], key: str, default: int | None = None) -> i
     v = state[key] if default is None else state.get(key, default)
     if isinstance(v, np.ndarray) and v.ndim == 0:
         v = v.item()
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+    if not is_int(v):
         raise TypeError(f"{key} must be an integer, got {v!r}")
     return int(v)
 
@@ -87,22 +77,20 @@ class GEKOSampler(Sampler[int]):
     ) -> None:
         if not isinstance(store, StateStore):
             raise InputError(f"store must be a StateStore, got {type(store).__name__}")
+        # Settings of the sampler: ConfigError (geko_state.errors); the store it works on: InputError.
         for name, v, low in (("seed", seed, 0), ("total_epochs", total_epochs, 1)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low):
-                raise InputError(f"{name} must be an integer >= {low}, got {v!r}")
-        parse_budget(budget)
+            if v is not None:
+                check_int(v, name, low, error=ConfigError)
         try:
-            selection = SelectionConfig.coerce(selection)
-        except ConfigError as e:
-            raise InputError(str(e)) from None
+            parse_budget(budget)
+        except InputError as e:
+            raise ConfigError(str(e)) from None
+        selection = SelectionConfig.coerce(selection)
         if (rank is None) != (world_size is None):
-            raise InputError("give both rank and world_size, or neither (then torch.distributed decides)")
+            raise ConfigError("give both rank and world_size, or neither (then torch.distributed decides)")
         if rank is None:
             rank, world_size = dist_rank_world()
-        if isinstance(world_size, bool) or not isinstance(world_size, (int, np.integer)) or world_size < 1:
-            raise InputError(f"world_size must be an integer >= 1, got {world_size!r}")
-        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or not 0 <= rank < world_size:
-            raise InputError(f"rank must be an integer in [0, world_size={world_size}), got {rank!r}")
+        check_rank(rank, world_size, error=ConfigError)
         self.store = store
         self.seed = int(seed)
         self.total_epochs = None if total_epochs is None else int(total_epochs)
@@ -163,7 +151,7 @@ class GEKOSampler(Sampler[int]):
         """For loops written for ``DistributedSampler``: the plan always follows the store's epoch,
         so this only checks that the loop and the state agree.
         """
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
+        if not is_int(epoch):
             raise InputError(f"set_epoch: epoch must be an integer (the store's epoch, {self.store.epoch}), got {epoch!r}")
         if int(epoch) != self.store.epoch:
             raise InputError(
@@ -188,8 +176,7 @@ class GEKOSampler(Sampler[int]):
 
     def advance(self, n: int) -> None:
         """Mark ``n`` more ids of this rank's shard as trained."""
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise InputError(f"advance: n must be an integer >= 0 (ids trained), got {n!r}")
+        check_int(n, "advance: n", 0, note=" (ids trained)")
         self._current()
         self._consumed = min(self._consumed + int(n), int(self._ids.shape[0]))
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +34,7 @@ from geko_state.curriculum import MOUNTAIN
 from geko_state.errors import ConfigError, InputError
 from geko_state.planning import Budget, BudgetKind, parse_budget
 from geko_state.selection import SelectionConfig, SelectionKind
+from geko_state.validate import check_int, check_number, check_rank
 
 from .checkpoint import (
     load_geko_part,
@@ -102,19 +102,16 @@ class GEKOSettings:
         if task not in _TASKS:
             raise ConfigError(f"task must be 'auto', 'causal_lm' or 'classification', got {self.task!r}")
         object.__setattr__(self, "task", task)
-        c = self.correct_loss_below
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c <= 0:
-            raise ConfigError(f"correct_loss_below must be a finite number > 0, got {c!r}")
-        t = self.token_accuracy
-        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 1):
-            raise ConfigError(f"token_accuracy must be None or a share in (0, 1], got {t!r}")
+        check_number(self.correct_loss_below, "correct_loss_below", 0, low_open=True, error=ConfigError,
+                     what="a finite number")
+        if self.token_accuracy is not None:
+            check_number(self.token_accuracy, "token_accuracy", 0, 1, low_open=True, error=ConfigError,
+                         what="None or a share")
         for name in ("compute_confidence", "compute_correctness"):
             fn = getattr(self, name)
             if fn is not None and not callable(fn):
                 raise ConfigError(f"{name} must be a callable fn(outputs, batch) -> Tensor[B], got {type(fn).__name__}")
-        s = self.sync_every
-        if isinstance(s, bool) or not isinstance(s, int) or s < 1:
-            raise ConfigError(f"sync_every must be an integer >= 1, got {s!r}")
+        object.__setattr__(self, "sync_every", check_int(self.sync_every, "sync_every", 1, error=ConfigError))
 
     def replace(self, **changes: Any) -> GEKOSettings:
         """A validated copy with some fields changed."""
@@ -144,11 +141,8 @@ class GEKOSession:
                  rank: int = 0, world_size: int = 1) -> None:
         if not isinstance(settings, GEKOSettings):
             raise ConfigError(f"settings must be a GEKOSettings, got {type(settings).__name__}")
-        for name, v, low in (("seed", seed, 0), ("world_size", world_size, 1), ("rank", rank, 0)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
-        if rank >= world_size:
-            raise ConfigError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        check_int(seed, "seed", 0, error=ConfigError)
+        check_rank(rank, world_size, error=ConfigError)
         self.settings = settings
         self.run = Run(Path(run_dir))
         self.seed, self.rank, self.world_size = int(seed), int(rank), int(world_size)

@@ -13,7 +13,6 @@ import dataclasses
 import enum
 import functools
 import inspect
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from geko_state.errors import InputError
+from geko_state.validate import check_number, is_int
 
 __all__ = [
     "IGNORE_INDEX",
@@ -81,12 +81,8 @@ def _check_logits(logits: Any, ndim: int, form: str) -> None:
         raise InputError(f"logits must have shape {form} with at least one class, got shape {tuple(logits.shape)}")
 
 
-def _is_number(v: Any) -> bool:
-    return not isinstance(v, bool) and isinstance(v, (int, float))
-
-
 def _check_ignore_index(ignore_index: Any) -> None:
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
+    if not is_int(ignore_index):
         raise InputError(f"ignore_index must be an integer label id (e.g. {IGNORE_INDEX}), got {ignore_index!r}")
 
 
@@ -213,10 +209,11 @@ def causal_lm_signals(
     _check_logits(logits, 3, "[B, T, V]")
     _check_ignore_index(ignore_index)
     _check_labels(labels, logits, "[B, T]", ignore_index)
-    if not _is_number(correct_loss_below) or not math.isfinite(correct_loss_below):
-        raise InputError(f"correct_loss_below must be a finite float, got {correct_loss_below!r}")
-    if token_accuracy is not None and not (_is_number(token_accuracy) and 0.0 <= token_accuracy <= 1.0):
-        raise InputError(f"token_accuracy must be None or a float in [0, 1], got {token_accuracy!r}")
+    # Wider than GEKOSettings / GEKOTracker (which refuse thresholds that make every sample correct,
+    # or none): the pure function computes the edge cases too.
+    check_number(correct_loss_below, "correct_loss_below", what="a finite number")
+    if token_accuracy is not None:
+        check_number(token_accuracy, "token_accuracy", 0, 1, what="None or a share")
     batch, seq, vocab = logits.shape
     targets = torch.full_like(labels, ignore_index, dtype=torch.long)
     targets[:, :-1] = labels[:, 1:]

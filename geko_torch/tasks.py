@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from geko_state.errors import InputError
+from geko_state.validate import check_int
 
 from .data import PadCollator
 from .training_args import GEKOTrainingArgs
@@ -342,8 +343,7 @@ def build_task(name: str, seed: int = 0, **sizes: int) -> TaskData:
 
     if name not in TASKS:
         raise InputError(f"unknown task {name!r}; expected one of {sorted(TASKS)}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise InputError(f"seed must be an integer >= 0, got {seed!r}")
+    check_int(seed, "seed", 0)
     t0 = time.perf_counter()
     data = TASKS[name].build(seed, **sizes)
     data.base_seconds = time.perf_counter() - t0

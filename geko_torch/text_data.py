@@ -28,8 +28,10 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from geko_state.datafiles import DATA_FORMATS, check_data_path, read_table
 from geko_state.errors import InputError
 from geko_state.io import atomic_write_json
+from geko_state.validate import check_int
 
 __all__ = [
     "DATA_FORMATS",
@@ -56,79 +58,6 @@ LABEL_MAP_FILE = "label_map.json"
 # Below this many rows tokenising takes well under a second: no progress bar unless asked.
 _PROGRESS_MIN_ROWS = 5_000
 _CHUNK = 1_024  # rows per tokenizer call: large enough for the Rust batch path, small enough for a live bar
-
-
-def _read_jsonl(path: Path) -> pl.DataFrame:
-    # Infer types from every row: a column whose first rows look numeric must not fail later.
-    return pl.read_ndjson(path, infer_schema_length=None)
-
-
-def _read_csv(path: Path) -> pl.DataFrame:
-    return pl.read_csv(path, infer_schema_length=None)
-
-
-def _read_parquet(path: Path) -> pl.DataFrame:
-    return pl.read_parquet(path)
-
-
-# suffix -> (format name, reader)
-DATA_FORMATS: dict[str, tuple[str, Any]] = {
-    ".jsonl": ("JSONL", _read_jsonl),
-    ".ndjson": ("JSONL", _read_jsonl),
-    ".parquet": ("Parquet", _read_parquet),
-    ".pq": ("Parquet", _read_parquet),
-    ".csv": ("CSV", _read_csv),
-}
-
-
-def _supported() -> str:
-    return ", ".join(DATA_FORMATS)
-
-
-def check_data_path(path: str | os.PathLike, what: str = "dataset") -> Path:
-    """``path`` as a Path when it is an existing file with a supported suffix; else InputError
-    naming ``what`` (e.g. ``"--eval-file"``), the file and the supported formats."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in DATA_FORMATS:
-        raise InputError(
-            f"{what} {path}: unsupported format {suffix or '(no suffix)'!r}; supported: {_supported()} "
-            "(one sample per row)"
-        )
-    if not path.exists():
-        raise InputError(f"{what} {path}: no such file")
-    if not path.is_file():
-        raise InputError(f"{what} {path}: not a file")
-    return path
-
-
-def _blank(path: Path, limit: int = 1 << 16) -> bool:
-    """True when the file holds nothing but whitespace (only small files are checked)."""
-    size = path.stat().st_size
-    if size == 0:
-        return True
-    if size > limit:
-        return False
-    return not path.read_bytes().strip()
-
-
-def read_table(path: str | os.PathLike, what: str = "dataset") -> pl.DataFrame:
-    """Read a JSONL, Parquet or CSV file (by suffix) into a ``polars.DataFrame`` ``[rows, columns]``.
-
-    Raises InputError for a missing file, an unsupported suffix, a file that cannot be parsed,
-    and an empty file (no rows).
-    """
-    path = check_data_path(path, what)
-    name, reader = DATA_FORMATS[path.suffix.lower()]
-    if _blank(path):
-        raise InputError(f"{what} {path}: the file is empty; expected one sample per row")
-    try:
-        table = reader(path)
-    except (pl.exceptions.PolarsError, OSError, ValueError) as e:
-        raise InputError(f"{what} {path}: cannot read it as {name} ({e})") from None
-    if table.height == 0:
-        raise InputError(f"{what} {path}: the file has no rows (columns: {', '.join(table.columns) or 'none'})")
-    return table
 
 
 def require_columns(table: pl.DataFrame, columns: Mapping[str, str | None], source: str = "dataset") -> None:
@@ -271,8 +200,7 @@ class TokenizedDataset(Dataset):
 
 
 def _check_max_length(max_length: int) -> None:
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-        raise InputError(f"max_length must be an integer >= 2, got {max_length!r}")
+    check_int(max_length, "max_length", 2)
 
 
 def _progress(progress: bool | None, n: int) -> bool:

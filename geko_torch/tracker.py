@@ -29,7 +29,8 @@ from geko_state import (
     PartitionStats,
     StateStore,
 )
-from geko_state.errors import InputError
+from geko_state.errors import ConfigError, InputError
+from geko_state.validate import check_int, check_number
 
 from .distributed import ObservationExchange, dist_rank_world
 from .sampler import GEKOSampler
@@ -117,19 +118,24 @@ class GEKOTracker:
             raise InputError(f"sampler must be a GEKOSampler, got {type(sampler).__name__}")
         if sampler is not None and sampler.store is not store:
             raise InputError("sampler was built on another StateStore than the tracker's")
+        # Settings of the tracker: ConfigError, worded as GEKOSettings words them (geko_state.errors).
         for name, fn in (("compute_confidence", compute_confidence), ("compute_correctness", compute_correctness)):
             if fn is not None and not callable(fn):
-                raise InputError(f"{name} must be a callable fn(outputs, batch) -> Tensor[B], got {type(fn).__name__}")
+                raise ConfigError(f"{name} must be a callable fn(outputs, batch) -> Tensor[B], got {type(fn).__name__}")
         for name, v in (("max_pending", max_pending), ("sync_every", sync_every)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InputError(f"{name} must be an integer >= 1, got {v!r}")
+            check_int(v, name, 1, error=ConfigError)
+        check_number(correct_loss_below, "correct_loss_below", 0, low_open=True, error=ConfigError,
+                     what="a finite number")
+        if token_accuracy is not None:
+            check_number(token_accuracy, "token_accuracy", 0, 1, low_open=True, error=ConfigError,
+                         what="None or a share")
         self.store = store
         self.sampler = sampler
         if task != "auto":
             try:
                 task = TaskKind(task)
             except ValueError:
-                raise InputError(f"task must be 'auto' or one of {[k.value for k in TaskKind]}, got {task!r}") from None
+                raise ConfigError(f"task must be 'auto' or one of {[k.value for k in TaskKind]}, got {task!r}") from None
         self.task = task
         self._lm_options = {
             "ignore_index": ignore_index, "correct_loss_below": correct_loss_below, "token_accuracy": token_accuracy,

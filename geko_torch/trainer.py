@@ -32,9 +32,8 @@ from geko_state import (
     StateStore,
     build_report,
 )
-from geko_state.errors import ConfigError, InputError
+from geko_state.errors import ConfigError, InputError, MissingDependencyError
 from geko_state.io import atomic_path
-from geko_state.plots import MissingDependencyError
 from geko_state.report import EfficiencyReport
 from geko_state.schema import Bucket
 from geko_state.selection import SelectionKind

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -12,22 +11,12 @@ from geko_state.config import reject_unknown
 from geko_state.errors import ConfigError
 from geko_state.planning import Budget, BudgetKind
 from geko_state.selection import SelectionConfig
+from geko_state.validate import check_int, check_number
 
 from .sampler import DEFAULT_REPLACEMENT
 from .session import GEKOSettings
 
 __all__ = ["GEKOTrainingArgs"]
-
-
-def _int(name: str, v: Any, low: int) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise ConfigError(f"{name} must be an integer >= {low}, got {v!r}")
-
-
-def _float(name: str, v: Any, low: float, *, strict: bool = False) -> None:
-    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-    if not ok or v < low or (strict and v == low):
-        raise ConfigError(f"{name} must be a finite number {'>' if strict else '>='} {low}, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -91,14 +80,15 @@ class GEKOTrainingArgs:
         for name, low in (("num_epochs", 1), ("batch_size", 1), ("warmup_steps", 0), ("logging_steps", 1),
                           ("save_steps", 1), ("eval_steps", 1), ("gradient_accumulation_steps", 1),
                           ("seed", 0), ("dataloader_prefetch_factor", 1)):
-            _int(name, getattr(self, name), low)
-        _int("dataloader_num_workers", self.dataloader_num_workers, -1)
+            object.__setattr__(self, name, check_int(getattr(self, name), name, low, error=ConfigError))
+        object.__setattr__(self, "dataloader_num_workers",
+                           check_int(self.dataloader_num_workers, "dataloader_num_workers", -1, error=ConfigError))
         for name in ("max_steps", "eval_batch_size", "save_total_limit"):
             if getattr(self, name) is not None:
-                _int(name, getattr(self, name), 1)
-        _float("learning_rate", self.learning_rate, 0.0, strict=True)
-        _float("weight_decay", self.weight_decay, 0.0)
-        _float("max_grad_norm", self.max_grad_norm, 0.0)
+                object.__setattr__(self, name, check_int(getattr(self, name), name, 1, error=ConfigError))
+        check_number(self.learning_rate, "learning_rate", 0, low_open=True, error=ConfigError, what="a finite number")
+        check_number(self.weight_decay, "weight_decay", 0, error=ConfigError, what="a finite number")
+        check_number(self.max_grad_norm, "max_grad_norm", 0, error=ConfigError, what="a finite number")
         for name in ("save_at_end", "bf16", "fp16", "gradient_checkpointing", "compile_model",
                      "use_8bit_optimizer", "dataloader_persistent_workers", "report",
                      "disable_progress_bar", "plots"):

@@ -295,15 +295,15 @@ API_CASES = [
         w.run, w.files["small_jsonl"], w.tmp / "kept.jsonl"), InputError,
          ("small.jsonl", "has 3 rows", f"{N_RUN} samples")),
     Case("export-unsupported-output-format", lambda w: export_rows(
-        w.run, w.files["small_jsonl"], w.tmp / "kept.xlsx"), InputError, ("kept.xlsx", "'.xlsx'", "'.parquet'")),
+        w.run, w.files["small_jsonl"], w.tmp / "kept.xlsx"), InputError, ("kept.xlsx", "'.xlsx'", ".parquet")),
     # history
     Case("history-record-store-of-another-size", _record_other_store, InputError, ("record", f"{N_RUN} samples")),
     # sampler
-    Case("sampler-rank-out-of-range", lambda w: GEKOSampler(w.mem, rank=2, world_size=2), InputError,
+    Case("sampler-rank-out-of-range", lambda w: GEKOSampler(w.mem, rank=2, world_size=2), ConfigError,
          ("rank", "[0, world_size=2)")),
-    Case("sampler-world-size-zero", lambda w: GEKOSampler(w.mem, rank=0, world_size=0), InputError,
+    Case("sampler-world-size-zero", lambda w: GEKOSampler(w.mem, rank=0, world_size=0), ConfigError,
          ("world_size", "integer >= 1")),
-    Case("sampler-rank-without-world-size", lambda w: GEKOSampler(w.mem, rank=0), InputError,
+    Case("sampler-rank-without-world-size", lambda w: GEKOSampler(w.mem, rank=0), ConfigError,
          ("rank and world_size", "or neither")),
     Case("sampler-load-other-epoch", lambda w: _sampler_state(w, epoch=5), InputError,
          ("epoch 5", "at epoch 1", "restore the store")),
@@ -401,7 +401,7 @@ CLI_CASES = [
     CliCase("export-bad-keep-list", lambda w: ["export", w.run, "--keep", "HARD,WARM", "--ids-out", w.tmp / "k.txt"],
             ("'WARM'", "expected names from")),
     CliCase("export-bad-ids-suffix", lambda w: ["export", w.run, "--ids-out", w.tmp / "kept.csv"],
-            ("--ids-out", "'.txt'")),
+            ("--ids-out", "'.csv'", ".txt")),
     CliCase("export-dataset-of-another-size", lambda w: [
         "export", w.run, "--dataset", w.files["small_jsonl"], "--output", w.tmp / "kept.jsonl"],
             ("has 3 rows", f"{N_RUN} samples")),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from geko_state.config import PRESETS, GEKOConfig
+from geko_state.datafiles import supported_formats
 from geko_state.errors import ConfigError, InputError
 from geko_state.io import atomic_write_json
 
@@ -192,7 +193,7 @@ class TrainForm:
             raise InputError("Model directory: give a local Hugging Face model directory (config.json, "
                              "weights, tokenizer files)")
         if _blank(data_file):
-            raise InputError("Dataset file: give a local .jsonl, .parquet or .csv file, one sample per row")
+            raise InputError(f"Dataset file: give a local dataset file ({supported_formats()}), one sample per row")
         specs = {s.dest: s for s in form_options()}
         unknown = set(options) - set(specs)
         if unknown:

@@ -3,11 +3,7 @@ from __future__ import annotations
 
 import os
 
-import polars as pl
-
-from geko_state.errors import InputError
-
-from ..text_data import DATA_FORMATS, check_data_path
+from geko_state import datafiles
 
 __all__ = ["data_columns", "guess_fields"]
 
@@ -15,18 +11,9 @@ _SCHEMA_ROWS = 1_000  # JSONL / CSV: column names and types from the first rows,
 
 
 def data_columns(path: str | os.PathLike, what: str = "dataset file") -> list[str]:
-    """Column names of a .jsonl/.ndjson, .parquet/.pq or .csv file; InputError for a missing file, an
-    unsupported suffix or a file that cannot be read."""
-    p = check_data_path(path, what)
-    fmt = DATA_FORMATS[p.suffix.lower()][0]
-    try:
-        if fmt == "Parquet":
-            return list(pl.read_parquet_schema(p))
-        if fmt == "CSV":
-            return pl.scan_csv(p, infer_schema_length=_SCHEMA_ROWS).collect_schema().names()
-        return pl.scan_ndjson(p, infer_schema_length=_SCHEMA_ROWS).collect_schema().names()
-    except (pl.exceptions.PolarsError, OSError, ValueError) as e:
-        raise InputError(f"{what} {p}: cannot read it as {fmt} ({e})") from None
+    """Column names of a dataset file (any suffix of :data:`geko_state.datafiles.DATA_FORMATS`);
+    InputError for a missing file, an unsupported suffix or a file that cannot be read."""
+    return datafiles.data_columns(path, what, _SCHEMA_ROWS)
 
 
 # Common column names per role, most likely first.

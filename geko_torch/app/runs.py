@@ -30,6 +30,7 @@ from geko_state.errors import GekoError
 from geko_state.history import count_column
 from geko_state.report import EfficiencyReport, build_report
 from geko_state.schema import BUCKET_NAMES, Bucket
+from geko_state.validate import is_number
 
 from ..rundir import TRAINER_LOG, TRAINER_STATE, checkpoint_dirs
 
@@ -81,7 +82,7 @@ def read_log(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return is_number(v) and math.isfinite(v)
 
 
 def loss_curve(records: list[dict[str, Any]]) -> pl.DataFrame:

@@ -16,7 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from geko_state.cli import command, int_at_least
+from geko_state.cli import command, int_at_least, number_in
 from geko_state.config import PRESETS, GEKOConfig
 from geko_state.errors import ConfigError, GekoError, InputError
 from geko_state.selection import SelectionKind
@@ -46,24 +46,8 @@ def _say(text: str) -> None:
 
 
 # ---------------------------------------------------------------------- argparse value types
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return v
-
-
-def _dropout(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return v
+_positive_float = number_in(0, low_open=True)
+_dropout = number_in(0, 1, high_open=True)
 
 
 def _parse_budget(text: str) -> Any:

@@ -95,7 +95,7 @@ def test_export_refuses_a_dataset_of_another_size(run, dataset, tmp_path):
     dataset.head(N - 1).write_parquet(src)
     with pytest.raises(InputError, match=rf"short\.parquet: has {N - 1} rows but the state has {N} samples"):
         export_rows(run.root, src, tmp_path / "out.parquet")
-    with pytest.raises(InputError, match=r"unsupported dataset format '\.txt'"):
+    with pytest.raises(InputError, match=r"dataset .*data\.txt: unsupported format '\.txt'"):
         export_rows(run.root, tmp_path / "data.txt", tmp_path / "out.parquet")
     with pytest.raises(InputError, match="must not be the dataset"):
         export_rows(run.root, src, src)

@@ -111,6 +111,33 @@ def test_shards_cover_the_plan():
         shard(full, 0, 0)
 
 
+def _shard_reference(ids, offset, rank, world_size):
+    # The sampler's former shard_from, kept as the reference the engine's shard must match bit for bit.
+    rem = ids[offset:]
+    if world_size == 1 or rem.shape[0] == 0:
+        return np.ascontiguousarray(rem)
+    pad = (-rem.shape[0]) % world_size
+    if pad:
+        rem = np.concatenate([rem, np.resize(ids, pad)])
+    return np.ascontiguousarray(rem[rank::world_size])
+
+
+def test_shard_with_an_offset_pads_from_the_start_of_the_whole_plan():
+    rng = np.random.default_rng(0)
+    for k in (0, 1, 5, 11, 64):
+        ids = rng.integers(0, 1000, size=k).astype(np.int64)
+        for ws in (1, 2, 3, 8):
+            for offset in sorted({0, 1, k // 2, max(k - 1, 0), k, k + 3}):
+                for r in range(ws):
+                    got = shard(ids, r, ws, offset)
+                    want = _shard_reference(ids, offset, r, ws)
+                    assert got.dtype == want.dtype and np.array_equal(got, want)
+    ids = np.arange(7, dtype=np.int64)
+    np.testing.assert_array_equal(shard(ids, 1, 2, 4), [5, 0])  # rest 4 5 6, padded with id 0
+    with pytest.raises(InputError, match="offset must be an integer >= 0"):
+        shard(ids, 0, 1, -1)
+
+
 def test_curriculum_changes_phase_inside_an_epoch():
     s = StateStore.create(4000, config=GEKOConfig(log_bucket_stats=False))
     cols = s._storage.columns

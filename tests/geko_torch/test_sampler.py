@@ -4,7 +4,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from geko_state import GEKOConfig, StateStore
-from geko_state.errors import InputError
+from geko_state.errors import ConfigError, InputError
 from geko_torch.data import GEKODataset
 from geko_torch.sampler import GEKOSampler, shard_from
 from geko_torch.serialization import load_tree, save_tree
@@ -97,7 +97,8 @@ def test_load_state_dict_refuses_another_epoch_or_seed():
     ({"rank": 1}, "rank and world_size"), ({"rank": 2, "world_size": 2}, "rank"),
 ])
 def test_constructor_errors(kwargs, words):
-    with pytest.raises(InputError, match=words):
+    # The sampler's settings raise ConfigError, as GEKOSettings and GEKOSession do for the same values.
+    with pytest.raises(ConfigError, match=words):
         GEKOSampler(_store(), **kwargs)
 
 

@@ -215,7 +215,7 @@ def test_sampler_default_is_the_engine_plan_and_baselines_yield_their_plans():
     got = ib.loss_weights_for(ids)
     assert got.dtype == torch.float32 and torch.equal(got, torch.from_numpy(w[ids.numpy()]))
     assert torch.equal(ib.loss_weights_for(ids.numpy()), got)
-    with pytest.raises(InputError, match="policy"):
+    with pytest.raises(ConfigError, match="policy"):  # a setting of the sampler (geko_state.errors)
         GEKOSampler(store, selection="bogus")
 
 

@@ -5,7 +5,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from geko_state import GEKOConfig, StateStore, read_summary
-from geko_state.errors import InputError
+from geko_state.errors import ConfigError, InputError
 from geko_torch.data import GEKODataset, PadCollator
 from geko_torch.sampler import GEKOSampler
 from geko_torch.signals import causal_lm_signals
@@ -129,14 +129,18 @@ def test_state_dict_needs_a_flush_and_round_trips():
     assert other.state_dict() == state and state["samples"] == 2 and state["samples_total"] == 2
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"task": "regression"}, "task"),
-    ({"compute_confidence": 3}, "compute_confidence"),
-    ({"max_pending": 0}, "max_pending"),
-    ({"sampler": "x"}, "sampler"),
+@pytest.mark.parametrize("kwargs, error, words", [
+    # settings: ConfigError, as GEKOSettings raises for the same values; the objects worked on: InputError
+    ({"task": "regression"}, ConfigError, "task"),
+    ({"compute_confidence": 3}, ConfigError, "compute_confidence"),
+    ({"max_pending": 0}, ConfigError, "max_pending"),
+    ({"sync_every": 0}, ConfigError, "sync_every must be an integer >= 1"),
+    ({"token_accuracy": 1.5}, ConfigError, r"token_accuracy must be None or a share in \(0, 1\]"),
+    ({"correct_loss_below": float("nan")}, ConfigError, "correct_loss_below must be a finite number > 0"),
+    ({"sampler": "x"}, InputError, "sampler"),
 ])
-def test_constructor_errors(kwargs, words):
-    with pytest.raises(InputError, match=words):
+def test_constructor_errors(kwargs, error, words):
+    with pytest.raises(error, match=words):
         GEKOTracker(StateStore.create(4, config=_cfg()), **kwargs)
 
 

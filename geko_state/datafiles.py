@@ -1,0 +1,176 @@
+"""Dataset and id-list file formats by suffix: the one table that training, exports and the app read.
+
+Row ``i`` of a dataset file is sample id ``i`` everywhere, so every format here keeps row order.
+Torch-free: ``geko train`` reads the same files that ``geko export`` writes.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import InputError
+
+__all__ = [
+    "DATA_FORMATS",
+    "DataFormat",
+    "ID_FORMATS",
+    "check_data_path",
+    "data_columns",
+    "data_format",
+    "id_writer",
+    "read_table",
+    "supported_formats",
+]
+
+
+@dataclass(frozen=True)
+class DataFormat:
+    """How to read, stream and write one dataset file format."""
+
+    name: str  # for messages: "JSONL", "Parquet", ...
+    read: Callable[[Path], pl.DataFrame]  # the whole file, types inferred from every row
+    scan: Callable[[Path], pl.LazyFrame]  # streamed (exports of datasets larger than memory)
+    sink: Callable[[pl.LazyFrame, Path], None]
+    columns: Callable[[Path, int], list[str]]  # column names from the schema or the first rows
+
+
+# Infer types from every row when reading whole files: a column whose first rows look numeric
+# must not fail later.
+_JSONL = DataFormat(
+    "JSONL",
+    read=lambda p: pl.read_ndjson(p, infer_schema_length=None),
+    scan=lambda p: pl.scan_ndjson(p),
+    sink=lambda lf, p: lf.sink_ndjson(p),
+    columns=lambda p, rows: pl.scan_ndjson(p, infer_schema_length=rows).collect_schema().names(),
+)
+_PARQUET = DataFormat(
+    "Parquet",
+    read=lambda p: pl.read_parquet(p),
+    scan=lambda p: pl.scan_parquet(p),
+    sink=lambda lf, p: lf.sink_parquet(p),
+    columns=lambda p, rows: list(pl.read_parquet_schema(p)),
+)
+_CSV = DataFormat(
+    "CSV",
+    read=lambda p: pl.read_csv(p, infer_schema_length=None),
+    scan=lambda p: pl.scan_csv(p),
+    sink=lambda lf, p: lf.sink_csv(p),
+    columns=lambda p, rows: pl.scan_csv(p, infer_schema_length=rows).collect_schema().names(),
+)
+_IPC = DataFormat(
+    "Arrow IPC",
+    read=lambda p: pl.read_ipc(p),
+    scan=lambda p: pl.scan_ipc(p),
+    sink=lambda lf, p: lf.sink_ipc(p),
+    columns=lambda p, rows: list(pl.read_ipc_schema(p)),
+)
+
+# Dataset file suffix (lower case) -> format.
+DATA_FORMATS: dict[str, DataFormat] = {
+    ".jsonl": _JSONL, ".ndjson": _JSONL,
+    ".parquet": _PARQUET, ".pq": _PARQUET,
+    ".csv": _CSV,
+    ".arrow": _IPC, ".ipc": _IPC, ".feather": _IPC,
+}
+
+
+def supported_formats() -> str:
+    """The dataset suffixes for help texts and messages: ``".jsonl, .ndjson, ..."``."""
+    return ", ".join(DATA_FORMATS)
+
+
+def data_format(path: str | os.PathLike, what: str = "dataset") -> DataFormat:
+    """The format of a dataset file from its suffix; InputError naming ``what``, the file and the
+    supported suffixes when there is none."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    fmt = DATA_FORMATS.get(suffix)
+    if fmt is None:
+        raise InputError(
+            f"{what} {path}: unsupported format {suffix or '(no suffix)'!r}; supported: {supported_formats()} "
+            "(one sample per row)"
+        )
+    return fmt
+
+
+def check_data_path(path: str | os.PathLike, what: str = "dataset") -> Path:
+    """``path`` as a Path when it is an existing file with a supported suffix; else InputError
+    naming ``what`` (e.g. ``"--eval-file"``), the file and the supported formats."""
+    path = Path(path)
+    data_format(path, what)
+    if not path.exists():
+        raise InputError(f"{what} {path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{what} {path}: not a file")
+    return path
+
+
+def _blank(path: Path, limit: int = 1 << 16) -> bool:
+    """True when the file holds nothing but whitespace (only small files are checked)."""
+    size = path.stat().st_size
+    if size == 0:
+        return True
+    if size > limit:
+        return False
+    return not path.read_bytes().strip()
+
+
+def read_table(path: str | os.PathLike, what: str = "dataset") -> pl.DataFrame:
+    """Read a dataset file (format by suffix) into a ``polars.DataFrame`` ``[rows, columns]``.
+
+    Raises InputError for a missing file, an unsupported suffix, a file that cannot be parsed,
+    and an empty file (no rows).
+    """
+    path = check_data_path(path, what)
+    fmt = data_format(path, what)
+    if _blank(path):
+        raise InputError(f"{what} {path}: the file is empty; expected one sample per row")
+    try:
+        table = fmt.read(path)
+    except (pl.exceptions.PolarsError, OSError, ValueError) as e:
+        raise InputError(f"{what} {path}: cannot read it as {fmt.name} ({e})") from None
+    if table.height == 0:
+        raise InputError(f"{what} {path}: the file has no rows (columns: {', '.join(table.columns) or 'none'})")
+    return table
+
+
+def data_columns(path: str | os.PathLike, what: str = "dataset file", rows: int = 1_000) -> list[str]:
+    """Column names of a dataset file, from its schema (JSONL / CSV: from the first ``rows`` rows);
+    InputError for a missing file, an unsupported suffix or a file that cannot be read."""
+    p = check_data_path(path, what)
+    fmt = data_format(p, what)
+    try:
+        return fmt.columns(p, rows)
+    except (pl.exceptions.PolarsError, OSError, ValueError) as e:
+        raise InputError(f"{what} {p}: cannot read it as {fmt.name} ({e})") from None
+
+
+def _ids_txt(ids: np.ndarray, path: Path) -> None:
+    pl.DataFrame({"sample_id": ids}).write_csv(path, include_header=False)
+
+
+def _ids_parquet(ids: np.ndarray, path: Path) -> None:
+    pq.write_table(pa.table({"sample_id": ids}), path, compression="zstd")
+
+
+# Id list suffix -> writer of int64 ids ``[K]``.
+ID_FORMATS: dict[str, Callable[[np.ndarray, Path], None]] = {".txt": _ids_txt, ".parquet": _ids_parquet}
+
+
+def id_writer(path: str | os.PathLike, what: str = "id list") -> Callable[[np.ndarray, Path], None]:
+    """The writer of an id list file from its suffix; InputError naming ``what``, the file and the
+    supported suffixes when there is none."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in ID_FORMATS:
+        raise InputError(
+            f"{what} {path}: unsupported format {suffix or '(no suffix)'!r}; supported: {', '.join(sorted(ID_FORMATS))}"
+        )
+    return ID_FORMATS[suffix]
