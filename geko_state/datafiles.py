@@ -41,35 +41,76 @@ class DataFormat:
     columns: Callable[[Path, int], list[str]]  # column names from the schema or the first rows
 
 
-# Infer types from every row when reading whole files: a column whose first rows look numeric
-# must not fail later.
+# Polars takes a path with * ? [ as a glob (a file "data*.jsonl" would be read together with
+# "data1.jsonl"); files are read by their exact name: glob=False where Polars has it, an open
+# file where it has not.
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _literal(p: Path) -> bool:
+    return not (_GLOB_CHARS & set(str(p)))
+
+
+def _read_jsonl(p: Path) -> pl.DataFrame:
+    # types from every row: a column whose first rows look numeric must not fail later
+    with open(p, "rb") as f:
+        return pl.read_ndjson(f, infer_schema_length=None)
+
+
+def _scan_jsonl(p: Path) -> pl.LazyFrame:
+    return pl.scan_ndjson(p) if _literal(p) else _read_jsonl(p).lazy()
+
+
+def _jsonl_columns(p: Path, rows: int) -> list[str]:
+    if not _literal(p):
+        return _read_jsonl(p).columns
+    return pl.scan_ndjson(p, infer_schema_length=rows).collect_schema().names()
+
+
+def _ipc_file_format(p: Path) -> bool:
+    """True for the Arrow IPC file format, False for the stream format (what Hugging Face
+    ``datasets`` writes)."""
+    with open(p, "rb") as f:
+        return f.read(6) == b"ARROW1"
+
+
+def _read_ipc(p: Path) -> pl.DataFrame:
+    read = pl.read_ipc if _ipc_file_format(p) else pl.read_ipc_stream
+    with open(p, "rb") as f:  # a fresh handle: Polars reads from the file's start
+        return read(f)
+
+
+def _scan_ipc(p: Path) -> pl.LazyFrame:
+    return pl.scan_ipc(p, glob=False) if _ipc_file_format(p) else _read_ipc(p).lazy()
+
+
 _JSONL = DataFormat(
     "JSONL",
-    read=lambda p: pl.read_ndjson(p, infer_schema_length=None),
-    scan=lambda p: pl.scan_ndjson(p),
+    read=_read_jsonl,
+    scan=_scan_jsonl,
     sink=lambda lf, p: lf.sink_ndjson(p),
-    columns=lambda p, rows: pl.scan_ndjson(p, infer_schema_length=rows).collect_schema().names(),
+    columns=_jsonl_columns,
 )
 _PARQUET = DataFormat(
     "Parquet",
-    read=lambda p: pl.read_parquet(p),
-    scan=lambda p: pl.scan_parquet(p),
+    read=lambda p: pl.read_parquet(p, glob=False),
+    scan=lambda p: pl.scan_parquet(p, glob=False),
     sink=lambda lf, p: lf.sink_parquet(p),
     columns=lambda p, rows: list(pl.read_parquet_schema(p)),
 )
 _CSV = DataFormat(
     "CSV",
-    read=lambda p: pl.read_csv(p, infer_schema_length=None),
-    scan=lambda p: pl.scan_csv(p),
+    read=lambda p: pl.read_csv(p, infer_schema_length=None, glob=False),
+    scan=lambda p: pl.scan_csv(p, glob=False),
     sink=lambda lf, p: lf.sink_csv(p),
-    columns=lambda p, rows: pl.scan_csv(p, infer_schema_length=rows).collect_schema().names(),
+    columns=lambda p, rows: pl.scan_csv(p, infer_schema_length=rows, glob=False).collect_schema().names(),
 )
 _IPC = DataFormat(
     "Arrow IPC",
-    read=lambda p: pl.read_ipc(p),
-    scan=lambda p: pl.scan_ipc(p),
+    read=_read_ipc,
+    scan=_scan_ipc,
     sink=lambda lf, p: lf.sink_ipc(p),
-    columns=lambda p, rows: list(pl.read_ipc_schema(p)),
+    columns=lambda p, rows: _scan_ipc(p).collect_schema().names(),
 )
 
 # Dataset file suffix (lower case) -> format.

@@ -52,7 +52,7 @@ from .run import Run, open_run
 from .schema import Bucket
 from .validate import check_int
 
-__all__ = ["QueryError", "READ_ONLY_STATEMENTS", "TABLE_FORMATS", "VIEWS", "check_read_only", "connect", "lock", "query"]
+__all__ = ["QueryError", "READ_ONLY_STATEMENTS", "VIEWS", "check_read_only", "connect", "lock", "query"]
 
 VIEWS: tuple[str, ...] = ("samples", "history", "epochs", "transitions", "transition_counts")
 
@@ -61,8 +61,6 @@ VIEWS: tuple[str, ...] = ("samples", "history", "epochs", "transitions", "transi
 # as SELECT statements; everything that could write, attach, load or configure is another type.
 READ_ONLY_STATEMENTS: tuple[str, ...] = ("SELECT",)
 
-# Files a query may join as extra tables (``tables=``), by suffix: pyarrow dataset formats.
-TABLE_FORMATS: dict[str, str] = {".parquet": "parquet", ".csv": "csv", ".arrow": "ipc", ".feather": "ipc"}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Settings of a locked connection, applied in this order; the last one freezes them all.
@@ -103,22 +101,18 @@ def _transition_counts_sql() -> str:
     return " UNION ALL ".join(parts)
 
 
-def _user_tables(tables: Mapping[str, str | os.PathLike] | None) -> dict[str, pads.Dataset]:
-    """``name -> file`` as Arrow datasets (read by this process, by exact name); InputError naming
-    the entry for a bad name, a missing file or an unknown suffix."""
-    out: dict[str, pads.Dataset] = {}
+def _user_tables(tables: Mapping[str, str | os.PathLike] | None) -> dict[str, pl.DataFrame]:
+    """``name -> file`` read by this process (any dataset format of :mod:`geko_state.datafiles`, by
+    exact name); InputError naming the entry for a bad name, a missing file or an unknown suffix."""
+    from .datafiles import check_data_path, data_format
+
+    out: dict[str, pl.DataFrame] = {}
     for name, path in (tables or {}).items():
         if not isinstance(name, str) or not _NAME.match(name) or name.lower() in VIEWS:
             raise InputError(f"tables: {name!r} is not a usable table name (letters, digits and _, not one of "
                              f"the views {list(VIEWS)})")
-        path = Path(path)
-        fmt = TABLE_FORMATS.get(path.suffix.lower())
-        if fmt is None:
-            raise InputError(f"tables: {name}={path}: unsupported format {path.suffix or '(no suffix)'!r}; "
-                             f"expected one of {sorted(TABLE_FORMATS)}")
-        if not path.is_file():
-            raise InputError(f"tables: {name}={path}: no such file")
-        out[name] = pads.dataset([str(path)], format=fmt)
+        path = check_data_path(path, f"tables: {name}=")
+        out[name] = data_format(path).read(path)
     return out
 
 
@@ -129,7 +123,7 @@ def connect(run_dir: str | os.PathLike, *, unsafe: bool = False,
     Views whose files do not exist yet are empty, with their usual columns. The state is opened
     read-only; ``samples`` reflects it as of the last ``flush()`` of the training process. Every
     file is verified first, and the history must describe as many samples as the state.
-    ``tables``: more files to query, ``{name: path}`` (Parquet, CSV or Arrow), e.g. labels to
+    ``tables``: more files to query, ``{name: path}`` (any dataset file format), e.g. labels to
     join on ``sample_id``. The connection is locked (:func:`lock`) unless ``unsafe=True``.
     """
     from .store import StateStore

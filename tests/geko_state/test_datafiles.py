@@ -27,3 +27,30 @@ def test_unsupported_suffix_names_the_argument_and_the_formats(tmp_path):
         read_table(tmp_path / "d")
     with pytest.raises(InputError, match="no such file"):
         read_table(tmp_path / "missing.arrow")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet", ".csv", ".arrow"])
+def test_files_are_read_by_their_exact_name_not_as_a_glob(tmp_path, suffix):
+    from geko_state.datafiles import data_format
+
+    fmt = data_format(tmp_path / f"x{suffix}")
+    starred, decoy = tmp_path / f"data*{suffix}", tmp_path / f"data1{suffix}"
+    fmt.sink(pl.DataFrame({"a": [1, 2]}).lazy(), starred)
+    fmt.sink(pl.DataFrame({"a": [9]}).lazy(), decoy)
+    assert fmt.read(starred)["a"].to_list() == [1, 2]
+    assert fmt.scan(starred).collect()["a"].to_list() == [1, 2]
+    assert fmt.columns(starred, 10) == ["a"]
+
+
+def test_arrow_stream_files_as_datasets_writes_them(tmp_path):
+    import pyarrow as pa
+
+    from geko_state.datafiles import data_format
+
+    path = tmp_path / "data-00000-of-00001.arrow"
+    table = pa.table({"text": ["a", "b", "c"]})
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    fmt = data_format(path)
+    assert fmt.read(path)["text"].to_list() == ["a", "b", "c"]
+    assert fmt.scan(path).collect().height == 3 and fmt.columns(path, 10) == ["text"]
