@@ -240,7 +240,7 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
                 with gr.Row():
                     loss_plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss",
                                             elem_id="geko-loss-plot", height=260,
-                                            color_map={"train (epoch running mean)": "#2563eb", "eval": "#dc2626"})
+                                            color_map=_LOSS_COLORS)
                     bucket_plot = gr.BarPlot(None, x="epoch", y="share", color="bucket", title="Bucket shares (%)",
                                              elem_id="geko-bucket-plot", height=260, color_map=BUCKET_COLORS,
                                              y_lim=[0, 100])
@@ -413,6 +413,28 @@ def _blank_dashboard(gr: Any) -> list[Any]:
     return ["", None, None, "", _empty_moves(), "", ""]
 
 
+_LOSS_COLORS = {runs.LOSS_SERIES: "#2563eb", runs.MEAN_SERIES: "#2563eb", runs.EVAL_SERIES: "#dc2626"}
+
+
+def _loss_frame(curve: Any) -> Any:
+    """The loss chart's data: ``curve`` plus a row without a loss for each series it lacks yet.
+    The chart takes its color scale from the series in the data it is first drawn (or redrawn)
+    with and keeps it through later data updates; gradio may apply a redraw before the data that
+    came with it. A series that appeared later (eval, after the first epoch) then had no color:
+    drawn invisibly, a legend entry without a mark. The empty rows keep every series in the
+    scale from the first drawing on; a row without a loss draws nothing."""
+    import pandas as pd
+
+    frame = curve.to_pandas()
+    train = runs.MEAN_SERIES if runs.MEAN_SERIES in set(frame["series"]) else runs.LOSS_SERIES
+    missing = [name for name in (train, runs.EVAL_SERIES) if name not in set(frame["series"])]
+    if not missing or frame.empty:
+        return frame
+    step = int(frame["step"].min())
+    pad = pd.DataFrame({"step": [step] * len(missing), "loss": [float("nan")] * len(missing), "series": missing})
+    return pd.concat([frame, pad], ignore_index=True).astype({"step": "int64", "loss": "float64"})
+
+
 # After a change, the plots are sent this many more ticks: gradio redraws a chart asynchronously and
 # an update arriving meanwhile can be lost, so the same data is sent again until it has landed.
 _RESEND_TICKS = 3
@@ -440,11 +462,11 @@ def _refresh(gr: Any, watched: str | None, memo: Any, launcher: Launcher | None)
     if not curve.height:
         loss = None
     elif series != memo.get("series"):
-        # A chart keeps the colors (series) of its first drawing: naming them redraws it when one
-        # appears (eval lines come after the first train lines). Plain data updates do not redraw.
-        loss = gr.LinePlot(curve.to_pandas(), colors_in_legend=series)
+        # the legend lists the series drawn so far (not the empty rows of _loss_frame); naming
+        # them redraws the chart
+        loss = gr.LinePlot(_loss_frame(curve), colors_in_legend=series)
     else:
-        loss = curve.to_pandas()
+        loss = _loss_frame(curve)
     if view.report is not None:
         shares = runs.bucket_shares(view.report)
         buckets = runs.epoch_labels(shares, view.plan.num_epochs if view.plan else None).to_pandas()
