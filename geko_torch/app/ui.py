@@ -72,6 +72,12 @@ CSS = """
 .geko-card-complete { background: #f0fbf4; border-color: #86efac; }
 .geko-card-stopped { background: #fff8ef; border-color: #fdba74; }
 .geko-card-error { background: #fef2f2; border-color: #fca5a5; }
+/* Shared equally with the summary card, the moves table was cut off (scrolled) at 1400 px: it
+   takes the larger share and at least the width of its five columns, and the card wraps below
+   it when both do not fit side by side. */
+#geko-moves-row { flex-wrap: wrap !important; }
+#geko-transitions { flex: 3 1 460px !important; min-width: min(460px, 100%) !important; }
+#geko-summary { flex: 2 1 300px !important; min-width: min(300px, 100%) !important; }
 #geko-log textarea { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; }
 """
 
@@ -245,7 +251,8 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
                                              elem_id="geko-bucket-plot", height=260, color_map=BUCKET_COLORS,
                                              y_lim=[0, 100])
                 caption = gr.Markdown("", elem_id="geko-bucket-caption")
-                with gr.Row(equal_height=False):
+                # widths in CSS (#geko-moves-row): the table keeps its five columns whole
+                with gr.Row(equal_height=False, elem_id="geko-moves-row"):
                     transitions = gr.Dataframe(_empty_moves(),
                                                label="Bucket moves over all epochs (rows: from, columns: to)",
                                                elem_id="geko-transitions", interactive=False)
