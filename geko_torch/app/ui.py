@@ -32,6 +32,7 @@ from .datafile import data_columns, guess_fields
 from .fields import FieldSpec, config_fields, config_values, training_fields
 from .guard import AccessPolicy, HostGuard
 from .process import Launcher, resume_checkpoint
+from .reattach import control_values, current_launch
 
 __all__ = ["CSS", "DEFAULT_SQL", "build_app", "gradio"]
 
@@ -277,7 +278,6 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
 
         timer = gr.Timer(refresh_s)
         timer.tick(refresh, inputs=[watch, last_sig], outputs=dash_outputs, show_progress="hidden")
-        demo.load(refresh, inputs=[watch, last_sig], outputs=dash_outputs, show_progress="hidden")
 
         @_no_exit
         def run_sql(watched: str | None, sql: str) -> tuple[Any, str]:
@@ -287,6 +287,7 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
         sql_box.submit(run_sql, inputs=[watch, sql_box], outputs=[sql_result, sql_note])
 
         if read_only:
+            demo.load(refresh, inputs=[watch, last_sig], outputs=dash_outputs, show_progress="hidden")
             return demo
 
         components = [c for _, _, c in form_controls]
@@ -369,7 +370,24 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
                 return gr.skip(), gr.skip()  # the dashboard never watches a directory outside the workspace
             return str(launcher.workspace.path(path, "Output directory")), None  # type: ignore[union-attr]
 
+        @_no_exit
+        def on_load() -> list[Any]:
+            """A page opened or reloaded while the app has a launch follows that run, its form filled in."""
+            found = current_launch(launcher)  # type: ignore[arg-type]
+            if found is None:
+                return [gr.skip()] * (5 + len(components))
+            if found.form is None:
+                return [found.message, str(found.run_dir), None, *[gr.skip()] * (2 + len(components))]
+            values = control_values(found.form, keys)
+            columns = _columns_of(launcher, found.form.data_file)  # type: ignore[arg-type]
+            for i, c in enumerate(components):
+                if any(c is cc for cc in column_controls.values()):
+                    values[i] = gr.update(choices=columns or ([values[i]] if values[i] else []), value=values[i])
+            return [found.message, str(found.run_dir), None, found.form.model_dir, found.form.data_file, *values]
+
         form_inputs = [model_dir, data_file, replace_ctl, *components]
+        demo.load(on_load, outputs=[message, watch, last_sig, model_dir, data_file, *components]).then(
+            refresh, inputs=[watch, last_sig], outputs=dash_outputs, show_progress="hidden")
         start_btn.click(on_start, inputs=form_inputs, outputs=[message, watch, last_sig])
         resume_btn.click(on_resume, inputs=form_inputs, outputs=[message, watch, last_sig])
         stop_btn.click(on_stop, outputs=[message])
@@ -380,7 +398,8 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
         if preset_ctl is not None:
             by_name = {name: c for section, name, c in form_controls if section == "config"}
             cfg_components = [by_name[s.name] for s in cfg_specs]  # the order on_preset returns
-            preset_ctl.change(on_preset, inputs=[preset_ctl], outputs=cfg_components)
+            # input, not change: a form filled in on load keeps its own settings
+            preset_ctl.input(on_preset, inputs=[preset_ctl], outputs=cfg_components)
         for event in (output_ctl.submit, output_ctl.blur):
             event(on_output_dir, inputs=[output_ctl, watch], outputs=[watch, last_sig])
     return demo
@@ -388,6 +407,14 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
 
 def _blank(value: Any) -> bool:
     return value is None or not str(value).strip()
+
+
+def _columns_of(launcher: Launcher, data_file: str) -> list[str]:
+    """The columns of a data file inside the workspace ([] when it cannot be read)."""
+    try:
+        return data_columns(str(launcher.workspace.path(data_file, "Dataset file")))
+    except GekoError:
+        return []
 
 
 def _initial_watch(launcher: Launcher, default_output: str | None, options: tuple) -> str | None:
