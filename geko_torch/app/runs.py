@@ -36,6 +36,9 @@ from ..rundir import TRAINER_LOG, TRAINER_STATE, checkpoint_dirs
 
 __all__ = [
     "APP_LOG",
+    "EVAL_SERIES",
+    "LOSS_SERIES",
+    "MEAN_SERIES",
     "TRAINER_LOG",
     "CheckpointInfo",
     "RunPlan",
@@ -45,9 +48,6 @@ __all__ = [
     "epoch_labels",
     "eta_seconds",
     "eval_points",
-    "LOSS_SERIES",
-    "MEAN_SERIES",
-    "EVAL_SERIES",
     "loss_curve",
     "read_log",
     "read_plan",
