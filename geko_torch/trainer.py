@@ -339,6 +339,7 @@ class GEKOTrainer:
         model = self.model
         accum = a.gradient_accumulation_steps
         t_start = time.perf_counter()
+        self._loss_mark = self._loss_totals()
         stopped_early = mastered = False
         while self.store.epoch < a.num_epochs:
             epoch = self.store.epoch
@@ -465,7 +466,7 @@ class GEKOTrainer:
         a, step = self.args, self.global_step
         if step % a.logging_steps == 0:
             self._log({"step": step, "epoch": self.store.epoch, "train_loss": self.tracker.epoch_mean_loss,
-                       "learning_rate": self.scheduler.get_last_lr()[0],
+                       "step_loss": self._step_loss(), "learning_rate": self.scheduler.get_last_lr()[0],
                        "phase": (p.value if (p := self.sampler.phase()) else None)})
         if self.eval_dataset is not None and step % a.eval_steps == 0:
             self._log(self.evaluate())
@@ -473,6 +474,23 @@ class GEKOTrainer:
         if step % a.save_steps == 0 or done:
             self.save_checkpoint(self.run.root / f"checkpoint-{step}")
         return done
+
+    def _loss_totals(self) -> tuple[int, int, float]:
+        s = self.tracker.epoch_stats
+        return self.store.epoch, s.observed, s.loss_sum
+
+    def _step_loss(self) -> float:
+        """Mean loss of the samples observed since the previous step line (the epoch's running
+        mean in ``train_loss`` smooths more and more as the epoch goes on, then jumps when the
+        next epoch starts). Observations arrive a few batches late (no device sync per step), so
+        this is that window, shifted; NaN when none arrived."""
+        epoch, observed, loss_sum = now = self._loss_totals()
+        mark = getattr(self, "_loss_mark", None)
+        if mark is None or mark[0] != epoch or mark[1] > observed:  # a new epoch restarted the sums
+            mark = (epoch, 0, 0.0)
+        self._loss_mark = now
+        n = observed - mark[1]
+        return (loss_sum - mark[2]) / n if n > 0 else float("nan")
 
     def _log(self, record: dict[str, Any]) -> None:
         record = {"step": self.global_step, "time": time.time(), **record}

@@ -3,7 +3,8 @@
 So the dashboard works the same for a run the app started, one started by ``geko train`` or by a
 ``GEKOTrainer`` in a Python script, live or finished:
 
-* ``trainer_log.jsonl``: step lines (step, time, epoch, train_loss, learning_rate, phase), epoch
+* ``trainer_log.jsonl``: step lines (step, time, epoch, train_loss: the epoch's running mean,
+  step_loss: the loss since the previous step line, learning_rate, phase), epoch
   lines (samples_trained, bucket counts) and eval lines (eval_loss, eval_accuracy);
 * ``epochs.parquet`` (through :func:`geko_state.build_report`): bucket shares per epoch, moves
   between buckets, compute actually saved;
@@ -36,6 +37,9 @@ from ..rundir import TRAINER_LOG, TRAINER_STATE, checkpoint_dirs
 
 __all__ = [
     "APP_LOG",
+    "EVAL_SERIES",
+    "LOSS_SERIES",
+    "MEAN_SERIES",
     "TRAINER_LOG",
     "CheckpointInfo",
     "RunPlan",
@@ -49,6 +53,7 @@ __all__ = [
     "read_log",
     "read_plan",
     "read_run",
+    "smoothed",
     "steps_per_second",
     "tail",
     "transition_table",
@@ -57,8 +62,10 @@ __all__ = [
 APP_LOG = "geko_app.log"  # stdout and stderr of the training process the app started
 _STEP_KEY = "learning_rate"  # only the per-step lines carry it
 _EPOCH_KEY = "samples_trained"  # only the end-of-epoch lines carry it
-_LOSS_SERIES = "train (epoch running mean)"
-_EVAL_SERIES = "eval"
+LOSS_SERIES = "train (per step, smoothed)"
+MEAN_SERIES = "train (epoch running mean)"  # logs written before step lines carried step_loss
+EVAL_SERIES = "eval"
+SMOOTHING = 0.6  # weight of the past in the loss curve's moving average (TensorBoard's default)
 
 
 # ---------------------------------------------------------------------- trainer_log.jsonl
@@ -86,13 +93,29 @@ def _finite(v: Any) -> bool:
 
 
 def loss_curve(records: list[dict[str, Any]]) -> pl.DataFrame:
-    """``step, loss, series``: the training loss of the step lines (the running mean of the current
-    epoch, as the trainer logs it) and the end-of-epoch means, plus the eval losses."""
-    rows = [(r["step"], float(r["train_loss"]), _LOSS_SERIES) for r in records
-            if (_STEP_KEY in r or _EPOCH_KEY in r) and _finite(r.get("train_loss"))]
-    rows += [(r["step"], float(r["eval_loss"]), _EVAL_SERIES) for r in records if _finite(r.get("eval_loss"))]
+    """``step, loss, series``: the training loss per logging step (``step_loss``), smoothed by
+    :func:`smoothed`, plus the eval losses. A log without ``step_loss`` (an older trainer) gives the
+    running mean of the current epoch and the end-of-epoch means instead."""
+    steps = {r["step"]: float(r["step_loss"]) for r in records if _STEP_KEY in r and _finite(r.get("step_loss"))}
+    if steps:
+        xs = sorted(steps)
+        rows = [(x, y, LOSS_SERIES) for x, y in zip(xs, smoothed([steps[x] for x in xs]))]
+    else:
+        rows = [(r["step"], float(r["train_loss"]), MEAN_SERIES) for r in records
+                if (_STEP_KEY in r or _EPOCH_KEY in r) and _finite(r.get("train_loss"))]
+    rows += [(r["step"], float(r["eval_loss"]), EVAL_SERIES) for r in records if _finite(r.get("eval_loss"))]
     frame = pl.DataFrame(rows, schema={"step": pl.Int64, "loss": pl.Float64, "series": pl.String}, orient="row")
     return frame.unique(subset=["step", "series"], keep="last", maintain_order=True).sort("series", "step")
+
+
+def smoothed(values: list[float], weight: float = SMOOTHING) -> list[float]:
+    """Exponential moving average, debiased (its first points are not pulled towards 0): a
+    per-step loss is noisy, an epoch's running mean jumps when the epoch restarts it."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values, 1):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight ** i))
+    return out
 
 
 def eval_points(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

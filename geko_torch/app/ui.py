@@ -32,6 +32,7 @@ from .datafile import data_columns, guess_fields
 from .fields import FieldSpec, config_fields, config_values, training_fields
 from .guard import AccessPolicy, HostGuard
 from .process import Launcher, resume_checkpoint
+from .reattach import control_values, current_launch
 
 __all__ = ["CSS", "DEFAULT_SQL", "build_app", "gradio"]
 
@@ -72,6 +73,12 @@ CSS = """
 .geko-card-complete { background: #f0fbf4; border-color: #86efac; }
 .geko-card-stopped { background: #fff8ef; border-color: #fdba74; }
 .geko-card-error { background: #fef2f2; border-color: #fca5a5; }
+/* Shared equally with the summary card, the moves table was cut off (scrolled) at 1400 px: it
+   takes the larger share and at least the width of its five columns, and the card wraps below
+   it when both do not fit side by side. */
+#geko-moves-row { flex-wrap: wrap !important; }
+#geko-transitions { flex: 3 1 460px !important; min-width: min(460px, 100%) !important; }
+#geko-summary { flex: 2 1 300px !important; min-width: min(300px, 100%) !important; }
 #geko-log textarea { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 12px; }
 """
 
@@ -240,12 +247,13 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
                 with gr.Row():
                     loss_plot = gr.LinePlot(None, x="step", y="loss", color="series", title="Loss",
                                             elem_id="geko-loss-plot", height=260,
-                                            color_map={"train (epoch running mean)": "#2563eb", "eval": "#dc2626"})
+                                            color_map=_LOSS_COLORS)
                     bucket_plot = gr.BarPlot(None, x="epoch", y="share", color="bucket", title="Bucket shares (%)",
                                              elem_id="geko-bucket-plot", height=260, color_map=BUCKET_COLORS,
                                              y_lim=[0, 100])
                 caption = gr.Markdown("", elem_id="geko-bucket-caption")
-                with gr.Row(equal_height=False):
+                # widths in CSS (#geko-moves-row): the table keeps its five columns whole
+                with gr.Row(equal_height=False, elem_id="geko-moves-row"):
                     transitions = gr.Dataframe(_empty_moves(),
                                                label="Bucket moves over all epochs (rows: from, columns: to)",
                                                elem_id="geko-transitions", interactive=False)
@@ -270,7 +278,6 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
 
         timer = gr.Timer(refresh_s)
         timer.tick(refresh, inputs=[watch, last_sig], outputs=dash_outputs, show_progress="hidden")
-        demo.load(refresh, inputs=[watch, last_sig], outputs=dash_outputs, show_progress="hidden")
 
         @_no_exit
         def run_sql(watched: str | None, sql: str) -> tuple[Any, str]:
@@ -280,6 +287,7 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
         sql_box.submit(run_sql, inputs=[watch, sql_box], outputs=[sql_result, sql_note])
 
         if read_only:
+            demo.load(refresh, inputs=[watch, last_sig], outputs=dash_outputs, show_progress="hidden")
             return demo
 
         components = [c for _, _, c in form_controls]
@@ -362,7 +370,24 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
                 return gr.skip(), gr.skip()  # the dashboard never watches a directory outside the workspace
             return str(launcher.workspace.path(path, "Output directory")), None  # type: ignore[union-attr]
 
+        @_no_exit
+        def on_load() -> list[Any]:
+            """A page opened or reloaded while the app has a launch follows that run, its form filled in."""
+            found = current_launch(launcher)  # type: ignore[arg-type]
+            if found is None:
+                return [gr.skip()] * (5 + len(components))
+            if found.form is None:
+                return [found.message, str(found.run_dir), None, *[gr.skip()] * (2 + len(components))]
+            values = control_values(found.form, keys)
+            columns = _columns_of(launcher, found.form.data_file)  # type: ignore[arg-type]
+            for i, c in enumerate(components):
+                if any(c is cc for cc in column_controls.values()):
+                    values[i] = gr.update(choices=columns or ([values[i]] if values[i] else []), value=values[i])
+            return [found.message, str(found.run_dir), None, found.form.model_dir, found.form.data_file, *values]
+
         form_inputs = [model_dir, data_file, replace_ctl, *components]
+        demo.load(on_load, outputs=[message, watch, last_sig, model_dir, data_file, *components]).then(
+            refresh, inputs=[watch, last_sig], outputs=dash_outputs, show_progress="hidden")
         start_btn.click(on_start, inputs=form_inputs, outputs=[message, watch, last_sig])
         resume_btn.click(on_resume, inputs=form_inputs, outputs=[message, watch, last_sig])
         stop_btn.click(on_stop, outputs=[message])
@@ -373,7 +398,8 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
         if preset_ctl is not None:
             by_name = {name: c for section, name, c in form_controls if section == "config"}
             cfg_components = [by_name[s.name] for s in cfg_specs]  # the order on_preset returns
-            preset_ctl.change(on_preset, inputs=[preset_ctl], outputs=cfg_components)
+            # input, not change: a form filled in on load keeps its own settings
+            preset_ctl.input(on_preset, inputs=[preset_ctl], outputs=cfg_components)
         for event in (output_ctl.submit, output_ctl.blur):
             event(on_output_dir, inputs=[output_ctl, watch], outputs=[watch, last_sig])
     return demo
@@ -381,6 +407,14 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
 
 def _blank(value: Any) -> bool:
     return value is None or not str(value).strip()
+
+
+def _columns_of(launcher: Launcher, data_file: str) -> list[str]:
+    """The columns of a data file inside the workspace ([] when it cannot be read)."""
+    try:
+        return data_columns(str(launcher.workspace.path(data_file, "Dataset file")))
+    except GekoError:
+        return []
 
 
 def _initial_watch(launcher: Launcher, default_output: str | None, options: tuple) -> str | None:
@@ -413,6 +447,28 @@ def _blank_dashboard(gr: Any) -> list[Any]:
     return ["", None, None, "", _empty_moves(), "", ""]
 
 
+_LOSS_COLORS = {runs.LOSS_SERIES: "#2563eb", runs.MEAN_SERIES: "#2563eb", runs.EVAL_SERIES: "#dc2626"}
+
+
+def _loss_frame(curve: Any) -> Any:
+    """The loss chart's data: ``curve`` plus a row without a loss for each series it lacks yet.
+    The chart takes its color scale from the series in the data it is first drawn (or redrawn)
+    with and keeps it through later data updates; gradio may apply a redraw before the data that
+    came with it. A series that appeared later (eval, after the first epoch) then had no color:
+    drawn invisibly, a legend entry without a mark. The empty rows keep every series in the
+    scale from the first drawing on; a row without a loss draws nothing."""
+    import pandas as pd
+
+    frame = curve.to_pandas()
+    train = runs.MEAN_SERIES if runs.MEAN_SERIES in set(frame["series"]) else runs.LOSS_SERIES
+    missing = [name for name in (train, runs.EVAL_SERIES) if name not in set(frame["series"])]
+    if not missing or frame.empty:
+        return frame
+    step = int(frame["step"].min())
+    pad = pd.DataFrame({"step": [step] * len(missing), "loss": [float("nan")] * len(missing), "series": missing})
+    return pd.concat([frame, pad], ignore_index=True).astype({"step": "int64", "loss": "float64"})
+
+
 # After a change, the plots are sent this many more ticks: gradio redraws a chart asynchronously and
 # an update arriving meanwhile can be lost, so the same data is sent again until it has landed.
 _RESEND_TICKS = 3
@@ -440,11 +496,11 @@ def _refresh(gr: Any, watched: str | None, memo: Any, launcher: Launcher | None)
     if not curve.height:
         loss = None
     elif series != memo.get("series"):
-        # A chart keeps the colors (series) of its first drawing: naming them redraws it when one
-        # appears (eval lines come after the first train lines). Plain data updates do not redraw.
-        loss = gr.LinePlot(curve.to_pandas(), colors_in_legend=series)
+        # the legend lists the series drawn so far (not the empty rows of _loss_frame); naming
+        # them redraws the chart
+        loss = gr.LinePlot(_loss_frame(curve), colors_in_legend=series)
     else:
-        loss = curve.to_pandas()
+        loss = _loss_frame(curve)
     if view.report is not None:
         shares = runs.bucket_shares(view.report)
         buckets = runs.epoch_labels(shares, view.plan.num_epochs if view.plan else None).to_pandas()

@@ -1,9 +1,11 @@
 """``geko app`` end to end in a real headless browser (Debian's chromium + chromedriver, selenium).
 
 One scenario, as a user would do it: fill in a tiny offline fine-tuning (a GPT-2 built here, a
-JSONL file), Start, watch the bucket chart reach a later epoch, Stop (a checkpoint appears, the page
-says stopped), Resume (the run finishes: summary card, every epoch in epochs.parquet), run SQL in
-the SQL box; then the same run in a read-only ``geko app --run`` started beside it. Screenshots of
+JSONL file), Start, reload the tab (the page re-attaches to the running run, its form filled in),
+watch the bucket chart reach a later epoch and the eval line drawn, Stop (a checkpoint appears, the
+page says stopped), Resume (the run finishes: summary card, every epoch in epochs.parquet, the loss
+per logging step, the moves table whole at 1400 px), run SQL in the SQL box; then the same run in a
+read-only ``geko app --run`` started beside it. Screenshots of
 every stage go to ``$GEKO_APP_SCREENSHOTS`` (or the test's tmp dir). The page must not fetch anything
 from outside localhost.
 """
@@ -26,6 +28,8 @@ from typing import Any
 
 import polars as pl
 import pytest
+
+from geko_torch.app import runs
 
 from .tiny import make_model_dir, sft_rows, write_jsonl
 
@@ -194,14 +198,35 @@ class Page:
     def chart_steps(self, series: str) -> list[int]:
         return sorted(int(p["step"]) for p in self.drawn("geko-loss-plot", "point") if p.get("series") == series)
 
-    def shot(self, name: str) -> Path:
+    def line_colors(self, series: str) -> list[str]:
+        """The stroke colors of the loss chart's drawn line of ``series`` and of its legend symbol
+        (a series without a color is drawn invisibly: no stroke)."""
+        return self.d.execute_script(
+            """const root = document.querySelector('#geko-loss-plot');
+               if (!root) return [];
+               const line = [...root.querySelectorAll("[aria-roledescription='line mark']")]
+                 .filter(e => (e.getAttribute('aria-label') || '').includes('series: ' + arguments[0]));
+               const labels = [...root.querySelectorAll('.role-legend-label text')].map(t => t.textContent);
+               const symbols = [...root.querySelectorAll('.role-legend-symbol path')];
+               const legend = labels.includes(arguments[0]) ? [symbols[labels.indexOf(arguments[0])]] : [];
+               return [...line, ...legend].map(e => e && e.getAttribute('stroke')).filter(c => c);""", series)
+
+    def overflow(self, elem_id: str) -> list[str]:
+        """Descendants of ``elem_id`` whose content is wider than they are (cut off or scrolled)."""
+        return self.d.execute_script(
+            """const root = document.getElementById(arguments[0]);
+               return [root, ...root.querySelectorAll('*')]
+                 .filter(e => e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1)
+                 .map(e => e.tagName + '.' + e.className + ' ' + e.clientWidth + '<' + e.scrollWidth);""", elem_id)
+
+    def shot(self, name: str, width: int = 1600) -> Path:
         """A full-page screenshot (the window grown to the page's height)."""
         print(f"{time.monotonic() - T0[0]:6.1f} s  {name}", flush=True)
         self.d.execute_script("window.scrollTo(0, 0)")
-        self.d.set_window_size(1600, 900)
+        self.d.set_window_size(width, 900)
         time.sleep(0.2)
         height = self.d.execute_script("return document.documentElement.scrollHeight")
-        self.d.set_window_size(1600, min(max(int(height) + 120, 900), 6000))
+        self.d.set_window_size(width, min(max(int(height) + 120, 900), 6000))
         time.sleep(0.3)
         path = self.shots / f"{name}.png"
         self.d.save_screenshot(str(path))
@@ -239,6 +264,12 @@ def wait_for(cond: Callable[[], Any], what: str, timeout: float = 30, every: flo
 def _epochs_done(page: Page) -> int:
     text = page.stat("Epochs done")
     return int(text.split("/")[0]) if text and text.split("/")[0].strip().isdigit() else 0
+
+
+def _logged_steps(run_dir: Path) -> list[int]:
+    """The steps of the run's step lines that carry a per-step loss."""
+    return sorted({r["step"] for r in runs.read_log(run_dir) if "learning_rate" in r
+                   and isinstance(r.get("step_loss"), float) and r["step_loss"] == r["step_loss"]})
 
 
 def _caption_epoch(page: Page) -> int:
@@ -331,6 +362,17 @@ def test_start_watch_stop_resume_sql_in_a_browser(apps, files, page, workdir):
     wait_for(lambda: "geko train" in p.text("#geko-message"), "the start message")
     assert "--preset conservative" in p.text("#geko-message") and "--budget full" in p.text("#geko-message")
     wait_for(lambda: p.status()[0] in ("starting", "training"), "training to start")
+
+    # --- a reload while training: the page re-attaches to the run and fills the form it was started with
+    p.d.refresh()
+    wait_for(lambda: p.status()[0] in ("starting", "training"), "the running run's status after a reload")
+    wait_for(lambda: str(run_dir) in p.text("#geko-message"), "the running run's directory after a reload")
+    assert "Training is running" in p.text("#geko-message") and "geko train" in p.text("#geko-message")
+    assert p.value("geko-opt-output_dir") == str(run_dir) and p.value("geko-model-dir") == str(files["model"])
+    assert p.value("geko-data-file") == str(files["data"]) and p.value("geko-opt-epochs") == str(EPOCHS)
+    assert p.value("geko-opt-prompt_field") == "prompt" and p.value("geko-opt-response_field") == "response"
+    p.shot("02b_reloaded")
+
     first = wait_for(lambda: p.chart_epochs(), "the first epoch's bars in the bucket chart", timeout=60)
     wait_for(lambda: p.chart_epochs()[-1] >= first[-1] + 1, "a later epoch in the bucket chart", timeout=40,
              every=0.1)
@@ -338,7 +380,7 @@ def test_start_watch_stop_resume_sql_in_a_browser(apps, files, page, workdir):
     epoch_seen = p.chart_epochs()[-1]
     assert p.chart_epochs() == list(range(1, epoch_seen + 1))
     assert _caption_epoch(p) >= epoch_seen
-    assert p.chart_steps("train (epoch running mean)"), "the loss chart draws the training loss"
+    assert p.chart_steps(runs.LOSS_SERIES), "the loss chart draws the training loss"
     assert p.stat("Steps/sec") not in ("", "-") or p.status()[0] == "stopping"
     p.shot("03_training")
 
@@ -363,6 +405,8 @@ def test_start_watch_stop_resume_sql_in_a_browser(apps, files, page, workdir):
     assert "Compute saved" in summary and "Final loss" in summary and "Eval loss" in summary
     assert float(p.stat("Eval loss")) > 0
     wait_for(lambda: "eval" in p.text("#geko-loss-plot"), "the eval series in the loss chart's legend")
+    # drawn in its color, line and legend symbol (a series that appeared after the first drawing had none)
+    wait_for(lambda: p.line_colors(runs.EVAL_SERIES) == ["#dc2626", "#dc2626"], "the eval line drawn in red")
     epochs = pl.read_parquet(run_dir / "epochs.parquet")
     assert epochs["epoch"].to_list() == list(range(1, EPOCHS + 1))
     assert _epochs_done(p) == EPOCHS and p.stat("ETA") == "done"
@@ -372,12 +416,28 @@ def test_start_watch_stop_resume_sql_in_a_browser(apps, files, page, workdir):
     last_bars = [b for b in p.drawn("geko-bucket-plot", "bar") if int(b["epoch"]) == EPOCHS]
     assert sorted(b["bucket"] for b in last_bars) == ["FOCUS", "FREEZE", "HARD", "LIGHT"]
     assert abs(sum(float(b["share"]) for b in last_bars) - 100) < 1e-6
-    final_step = int(p.stat("Step").replace(",", ""))
-    wait_for(lambda: p.chart_steps("train (epoch running mean)")[-1] == final_step, "the loss up to the last step")
+    # the training loss: one point per logging step (every 2nd step), smoothed, not the epochs' running means
+    logged = _logged_steps(run_dir)
+    assert logged and all(s % 2 == 0 for s in logged)
+    wait_for(lambda: p.chart_steps(runs.LOSS_SERIES) == logged, "a loss point for each logging step")
+    curve = runs.loss_curve(runs.read_log(run_dir)).filter(series=runs.LOSS_SERIES)
+    drawn = [float(d["loss"]) for d in sorted(p.drawn("geko-loss-plot", "point"), key=lambda d: int(d["step"]))
+             if d.get("series") == runs.LOSS_SERIES]
+    assert drawn == pytest.approx(curve["loss"].to_list(), rel=1e-6)
     assert len(p.chart_steps("eval")) == EPOCHS  # one evaluation per epoch
+    assert p.line_colors(runs.LOSS_SERIES) == ["#2563eb", "#2563eb"]
     moves = [r.text.split()[0] for r in p.all_css("#geko-transitions .virtual-row")]
     assert moves == ["FREEZE", "LIGHT", "FOCUS", "HARD"], moves
     p.shot("05_complete")
+
+    # --- the moves table keeps its columns whole at 1400 px (it was cut off and scrolled)
+    p.d.set_window_size(1400, 1400)
+    wait_for(lambda: not p.overflow("geko-transitions"), "the moves table to fit at 1400 px")
+    wait_for(lambda: p.d.execute_script(
+        "const t = document.querySelector('#geko-transitions table').getBoundingClientRect();"
+        "const b = document.getElementById('geko-transitions').getBoundingClientRect();"
+        "return t.width > 0 && t.right <= b.right + 1;"), "the moves table inside its box")
+    p.shot("05b_moves_1400", width=1400)
 
     # --- SQL box: a table of results, and an error as text
     p.type("geko-sql", "SELECT (SELECT count(*) FROM samples) AS n_samples, "

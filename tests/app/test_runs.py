@@ -33,7 +33,26 @@ def test_read_log_skips_a_line_being_written(tmp_path):
     assert runs.read_log(tmp_path / "missing") == []
 
 
-def test_loss_curve_has_train_and_eval_series():
+def test_loss_curve_is_per_logging_step_and_smoothed():
+    losses = [3.0, 1.0, 2.0, 4.0]
+    records = [{**_step(s, s, loss=9.0, epoch=s // 3), "step_loss": v} for s, v in enumerate(losses, 1)]
+    records += [{"step": 2, "time": 2, "eval_loss": 1.8}, _epoch_end(2, 2, 1, 9.0)]
+    curve = runs.loss_curve(records)
+    train = curve.filter(series=runs.LOSS_SERIES)
+    assert train["step"].to_list() == [1, 2, 3, 4]  # one point per step line: no epoch means, no running mean
+    assert train["loss"].to_list() == pytest.approx(runs.smoothed(losses))
+    assert curve.filter(series=runs.EVAL_SERIES)["loss"].to_list() == [1.8]
+    assert runs.MEAN_SERIES not in curve["series"].to_list()
+
+
+def test_smoothed_is_a_debiased_moving_average():
+    assert runs.smoothed([]) == []
+    assert runs.smoothed([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])  # not pulled towards 0
+    out = runs.smoothed([0.0, 10.0], weight=0.5)
+    assert out == pytest.approx([0.0, 10 * 0.5 / 0.75])
+
+
+def test_loss_curve_of_an_older_log_has_train_and_eval_series():
     records = [_step(1, 0, 2.0), _step(2, 1, 1.5), _epoch_end(2, 1, 1, 1.5),
                {"step": 2, "time": 1, "eval_loss": 1.8, "eval_accuracy": 0.5},
                _step(3, 2, float("nan")), {"step": 4, "time": 3, "eval_loss": float("inf")}]
@@ -141,3 +160,13 @@ def test_tail_and_signature(tmp_path):
     before = runs.signature(tmp_path)
     _write_log(tmp_path, [_step(1, 0.0)])
     assert runs.signature(tmp_path) != before
+
+
+def test_the_trainer_logs_the_loss_of_each_logging_step(finished_run):
+    records = runs.read_log(finished_run)
+    steps = [r for r in records if "learning_rate" in r]
+    assert steps and all(math.isfinite(r["step_loss"]) for r in steps[1:])  # the first may precede any observation
+    # the epoch's running mean carries on in train_loss for the other readers of the log
+    assert all("train_loss" in r for r in steps)
+    curve = runs.loss_curve(records)
+    assert set(curve["series"]) == {runs.LOSS_SERIES, runs.EVAL_SERIES}

@@ -51,6 +51,19 @@ def test_refresh_reads_the_run_and_skips_unchanged_plots(finished_run):
     assert 'data-kind="empty"' in empty[0]
 
 
+def test_the_loss_chart_data_names_every_series_from_the_first_drawing():
+    import polars as pl
+
+    from geko_torch.app import runs
+
+    curve = pl.DataFrame({"step": [2, 4], "loss": [1.5, 1.2], "series": [runs.LOSS_SERIES] * 2})
+    frame = ui._loss_frame(curve)
+    assert list(frame["series"]) == [runs.LOSS_SERIES, runs.LOSS_SERIES, runs.EVAL_SERIES]
+    assert frame["loss"].isna().tolist() == [False, False, True] and frame["step"].tolist() == [2, 4, 2]
+    both = pl.concat([curve, pl.DataFrame({"step": [4], "loss": [1.4], "series": [runs.EVAL_SERIES]})])
+    assert len(ui._loss_frame(both)) == 3  # nothing added once every series has points
+
+
 def test_sql_box_results_and_errors(finished_run, tmp_path):
     update, note = ui._run_sql(str(finished_run), "SELECT count(*) AS n FROM samples")
     assert note == "1 row" and update["visible"] and update["value"]["n"].tolist() == [48]
