@@ -177,7 +177,7 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
                                            placeholder="./my-model (a local Hugging Face model: config.json, "
                                                        "weights, tokenizer)")
                     data_file = gr.Textbox(label="Dataset file", elem_id="geko-data-file",
-                                           placeholder="data.jsonl / data.parquet / data.csv, one sample per row; "
+                                           placeholder="data.jsonl / .parquet / .csv / .arrow, one sample per row; "
                                                        "press Enter to read its columns")
                     data_note = gr.Markdown("", elem_id="geko-data-note")
                     by_panel: dict[str, list[Any]] = {}
