@@ -20,6 +20,7 @@ from .errors import InputError
 __all__ = [
     "DATA_FORMATS",
     "DataFormat",
+    "SAVED_DATASET",
     "ID_FORMATS",
     "check_data_path",
     "data_columns",
@@ -113,6 +114,54 @@ _IPC = DataFormat(
     columns=lambda p, rows: _scan_ipc(p).collect_schema().names(),
 )
 
+def _saved_dataset_files(d: Path) -> list[Path]:
+    """The Arrow files of a ``Dataset.save_to_disk`` directory, in row order (its state.json)."""
+    import json
+
+    try:
+        state = json.loads((d / "state.json").read_text())
+        names = [f["filename"] for f in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{d}: unreadable state.json of a saved dataset ({e})") from None
+    files = [d / n for n in names]
+    for f in files:
+        if f.parent != d or not f.is_file():
+            raise InputError(f"{d}: state.json lists {f.name}, which is not a file of the directory")
+    return files
+
+
+def _read_saved(d: Path) -> pl.DataFrame:
+    frames = [_read_ipc(f) for f in _saved_dataset_files(d)]
+    return pl.concat(frames, how="vertical") if frames else pl.DataFrame()
+
+
+def _refuse_write(lf: pl.LazyFrame, p: Path) -> None:
+    raise InputError(f"{p}: a saved-dataset directory is read, not written; give a file (.parquet, .jsonl, ...)")
+
+
+# A directory written by Hugging Face datasets' Dataset.save_to_disk (Arrow stream files and a
+# state.json listing them in order); read without importing datasets.
+SAVED_DATASET = DataFormat(
+    "datasets directory (save_to_disk)",
+    read=_read_saved,
+    scan=lambda d: _read_saved(d).lazy(),
+    sink=_refuse_write,
+    columns=lambda d, rows: _scan_ipc(_saved_dataset_files(d)[0]).collect_schema().names(),
+)
+
+
+def _directory_format(path: Path, what: str) -> DataFormat:
+    """One message for every directory that is not a saved dataset."""
+    if (path / "state.json").is_file() and (path / "dataset_info.json").is_file():
+        return SAVED_DATASET
+    if (path / "dataset_dict.json").is_file():
+        splits = sorted(p.name for p in path.iterdir() if p.is_dir() and (p / "state.json").is_file())
+        raise InputError(f"{what} {path}: a saved DatasetDict; give one split's directory"
+                         + (f", e.g. {path / splits[0]} (splits: {', '.join(splits)})" if splits else ""))
+    raise InputError(f"{what} {path}: a directory; expected a dataset file ({supported_formats()}) or a "
+                     "directory written by datasets' save_to_disk (state.json, dataset_info.json)")
+
+
 # Dataset file suffix (lower case) -> format.
 DATA_FORMATS: dict[str, DataFormat] = {
     ".jsonl": _JSONL, ".ndjson": _JSONL,
@@ -131,6 +180,8 @@ def data_format(path: str | os.PathLike, what: str = "dataset") -> DataFormat:
     """The format of a dataset file from its suffix; InputError naming ``what``, the file and the
     supported suffixes when there is none."""
     path = Path(path)
+    if path.is_dir():
+        return _directory_format(path, what)
     suffix = path.suffix.lower()
     fmt = DATA_FORMATS.get(suffix)
     if fmt is None:
@@ -145,7 +196,8 @@ def check_data_path(path: str | os.PathLike, what: str = "dataset") -> Path:
     """``path`` as a Path when it is an existing file with a supported suffix; else InputError
     naming ``what`` (e.g. ``"--eval-file"``), the file and the supported formats."""
     path = Path(path)
-    data_format(path, what)
+    if data_format(path, what) is SAVED_DATASET:
+        return path
     if not path.exists():
         raise InputError(f"{what} {path}: no such file")
     if not path.is_file():
@@ -171,7 +223,7 @@ def read_table(path: str | os.PathLike, what: str = "dataset") -> pl.DataFrame:
     """
     path = check_data_path(path, what)
     fmt = data_format(path, what)
-    if _blank(path):
+    if fmt is not SAVED_DATASET and _blank(path):
         raise InputError(f"{what} {path}: the file is empty; expected one sample per row")
     try:
         table = fmt.read(path)

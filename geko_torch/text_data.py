@@ -45,6 +45,7 @@ __all__ = [
     "read_label_map",
     "read_table",
     "require_columns",
+    "row_label",
     "text_column",
     "tokenize_causal_lm",
     "tokenize_chat",
@@ -71,6 +72,12 @@ def require_columns(table: pl.DataFrame, columns: Mapping[str, str | None], sour
         )
 
 
+def row_label(index: int) -> str:
+    """A row as users count it (1-based: line N of a JSONL file, data row N of a CSV file after its
+    header) and as GEKO names it (the 0-based sample id that ``geko sql`` and exports use)."""
+    return f"row {index + 1} (sample id {index})"
+
+
 def _text_series(table: pl.DataFrame, column: str, source: str) -> pl.Series:
     s = table.get_column(column)
     if s.dtype != pl.String:
@@ -82,7 +89,7 @@ def _text_series(table: pl.DataFrame, column: str, source: str) -> pl.Series:
     if nulls:
         first = int(s.is_null().arg_true()[0])
         raise InputError(
-            f"{source}: column {column!r} has {nulls} missing (null) value(s), the first in row {first}; "
+            f"{source}: column {column!r} has {nulls} missing (null) value(s), the first in {row_label(first)}; "
             "every row needs a text"
         )
     return s
@@ -154,7 +161,7 @@ class TokenizedDataset(Dataset):
         empty = np.flatnonzero(np.diff(self._ids.offsets) == 0)
         if empty.size:
             raise InputError(
-                f"{source}: {empty.size} sample(s) give no tokens at all (first: row {int(empty[0])}); every row needs "
+                f"{source}: {empty.size} sample(s) give no tokens at all (first: {row_label(int(empty[0]))}); every row needs "
                 "a non-empty text"
             )
         if task == "causal_lm":
@@ -283,16 +290,16 @@ def tokenize_causal_lm(
 def _messages(value: Any, row: int, column: str, source: str) -> list[dict[str, str]]:
     """One row's conversation as ``[{"role": ..., "content": ...}]``, checked."""
     if not isinstance(value, list) or not value:
-        raise InputError(f"{source}: row {row + 1} of column {column!r}: expected a non-empty list of "
+        raise InputError(f"{source}: {row_label(row)} of column {column!r}: expected a non-empty list of "
                          "{role, content} messages")
     out = []
     for m in value:
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise InputError(f"{source}: row {row + 1} of column {column!r}: every message needs a text 'role' and "
+            raise InputError(f"{source}: {row_label(row)} of column {column!r}: every message needs a text 'role' and "
                              f"'content', got {m!r}")
         out.append({"role": m["role"], "content": m["content"]})
     if not any(m["role"] == "assistant" for m in out):
-        raise InputError(f"{source}: row {row + 1} of column {column!r}: no assistant message, nothing to train on")
+        raise InputError(f"{source}: {row_label(row)} of column {column!r}: no assistant message, nothing to train on")
     return out
 
 
@@ -310,7 +317,7 @@ def _assistant_spans(tokenizer: Any, messages: list[dict[str, str]], row: int, s
         before = render(messages[:i], tokenize=False, add_generation_prompt=True) if i else ""
         upto = render(messages[:i + 1], tokenize=False)
         if not (upto.startswith(before) and full.startswith(upto)):
-            raise InputError(f"{source}: row {row + 1}: the tokenizer's chat template does not render the "
+            raise InputError(f"{source}: {row_label(row)}: the tokenizer's chat template does not render the "
                              "conversation turn by turn (a turn changes what came before it), so the assistant "
                              "turns cannot be told apart; use --prompt-field/--response-field instead")
         spans.append((len(before), len(upto)))
@@ -388,7 +395,7 @@ def class_labels(
     if s.null_count():
         first = int(s.is_null().arg_true()[0])
         raise InputError(f"{source}: label column {label_field!r} has {s.null_count()} missing value(s), "
-                         f"the first in row {first}")
+                         f"the first in {row_label(first)}")
     if s.dtype == pl.String:
         values = s.to_list()
         if label_map is None:

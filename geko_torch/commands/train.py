@@ -534,7 +534,7 @@ def _print_outcome(args: argparse.Namespace, trainer: Any, final: Path, stopped:
         lines.append(f"label map: {out / LABEL_MAP_FILE}  (class id -> label: "
                      + ", ".join(f"{i}={name}" for name, i in sorted(label_map.items(), key=lambda kv: kv[1])[:8])
                      + (", ..." if len(label_map) > 8 else "") + ")")
-    kept = out / f"kept{args.data_file.suffix.lower()}"
+    kept = out / f"kept{args.data_file.suffix.lower() if args.data_file.is_file() else '.parquet'}"
     lines += [
         "next:",
         f"  geko report {q(str(out))}",

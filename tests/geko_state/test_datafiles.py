@@ -54,3 +54,24 @@ def test_arrow_stream_files_as_datasets_writes_them(tmp_path):
     fmt = data_format(path)
     assert fmt.read(path)["text"].to_list() == ["a", "b", "c"]
     assert fmt.scan(path).collect().height == 3 and fmt.columns(path, 10) == ["text"]
+
+
+def test_a_datasets_save_to_disk_directory_is_read_in_row_order(tmp_path):
+    import datasets
+
+    from geko_state.datafiles import SAVED_DATASET, check_data_path
+
+    rows = {"text": [f"t{i}" for i in range(50)], "label": [i % 3 for i in range(50)]}
+    saved = tmp_path / "saved"
+    datasets.Dataset.from_dict(rows).save_to_disk(str(saved), num_shards=3)  # several Arrow files
+    assert len(list(saved.glob("*.arrow"))) > 1
+    assert check_data_path(saved) == saved and data_format(saved) is SAVED_DATASET
+    table = read_table(saved)
+    assert table["text"].to_list() == rows["text"] and table["label"].to_list() == rows["label"]
+    assert data_columns(saved) == ["text", "label"]
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)}).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(InputError, match=r"a saved DatasetDict; give one split's directory, e.g. \S+/train"):
+        read_table(tmp_path / "dd")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(InputError, match="a directory; expected a dataset file .* or a directory written by"):
+        read_table(tmp_path / "plain")

@@ -65,10 +65,10 @@ def test_bad_conversations_and_a_tokenizer_without_template_are_refused():
     with pytest.raises(InputError, match="no chat template"):
         tokenize_chat(good, _tokenizer(None), messages_field="messages")
     no_answer = pl.DataFrame({"messages": [[{"role": "user", "content": "hi"}], *_conversations(1)]})
-    with pytest.raises(InputError, match="row 1 of column 'messages': no assistant message"):
+    with pytest.raises(InputError, match=r"row 1 \(sample id 0\) of column 'messages': no assistant message"):
         tokenize_chat(no_answer, _tokenizer(), messages_field="messages")
     bad = pl.DataFrame({"messages": [*_conversations(1), [{"role": "user"}]]})
-    with pytest.raises(InputError, match="row 2 of column 'messages': every message needs"):
+    with pytest.raises(InputError, match=r"row 2 \(sample id 1\) of column 'messages': every message needs"):
         tokenize_chat(bad, _tokenizer(), messages_field="messages")
     with pytest.raises(InputError, match="no column for messages_field 'nope'"):
         tokenize_chat(good, _tokenizer(), messages_field="nope")

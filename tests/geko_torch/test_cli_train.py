@@ -382,13 +382,13 @@ def test_read_table_errors(tmp_path, bert_dir):
         read_table(header_only)
     nulls = tmp_path / "n.jsonl"
     nulls.write_text('{"text": "a"}\n{"text": null}\n')
-    with pytest.raises(InputError, match="row 1"):
+    with pytest.raises(InputError, match=r"the first in row 2 \(sample id 1\)"):  # line 2 of the file
         tokenize_causal_lm(read_table(nulls), None, text_field="text")
     assert np.array_equal(read_table(nulls)["text"].is_null().to_numpy(), [False, True])
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(bert_dir, local_files_only=True)  # no eos: "" gives no token
-    with pytest.raises(InputError, match="give no tokens at all .first: row 1"):
+    with pytest.raises(InputError, match=r"give no tokens at all .first: row 2 \(sample id 1\)"):
         tokenize_classification(pl.DataFrame({"t": ["great", ""], "y": [0, 1]}), tok, text_field="t", label_field="y")
 
 
@@ -461,3 +461,22 @@ def test_a_second_run_into_the_same_directory_needs_overwrite(capsys, tmp_path, 
     assert (out / "trainer_log.jsonl").read_text() == first_log  # nothing touched
     code, _, stderr = _train(capsys, *argv, "--overwrite")
     assert code == 0 and "replaced it" in stderr
+
+def test_a_saved_datasets_directory_and_an_arrow_file_train(capsys, tmp_path, gpt2_dir, data):
+    import datasets
+
+    rows = pl.read_ndjson(data["sft_jsonl"])
+    saved = tmp_path / "saved"
+    datasets.Dataset.from_polars(rows).save_to_disk(str(saved))
+    arrow = tmp_path / "rows.arrow"
+    rows.write_ipc(arrow)
+    for source, name in ((saved, "from_dir"), (arrow, "from_arrow")):
+        out = tmp_path / name
+        code, stdout, stderr = _train(capsys, gpt2_dir, source, "--prompt-field", "prompt", "--response-field",
+                                      "response", "--output-dir", out, *FAST)
+        assert code == 0, stderr
+        assert _epochs_rows(out) == 2
+        kept = out / ("kept.parquet" if source.is_dir() else "kept.arrow")
+        assert f"--output {kept}" in stdout  # the printed export writes a file the format table knows
+    code, _, stderr = _train(capsys, gpt2_dir, tmp_path, "--text-field", "prompt", "--output-dir", tmp_path / "x")
+    assert code == 2 and "a directory; expected a dataset file" in stderr
