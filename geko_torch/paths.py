@@ -9,7 +9,7 @@ from pathlib import Path
 
 from geko_state.errors import InputError
 
-__all__ = ["ModelRef", "check_model_dir", "check_train_paths", "model_ref"]
+__all__ = ["HUB_ID", "ModelRef", "check_model_dir", "check_train_paths", "model_ref"]
 
 
 def check_model_dir(model_dir: Path, what: str = "MODEL") -> None:
@@ -27,7 +27,7 @@ def check_model_dir(model_dir: Path, what: str = "MODEL") -> None:
 
 
 # A Hub repository id: "name" or "org/name" (what from_pretrained takes besides a directory).
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def model_ref(value: str | os.PathLike) -> ModelRef:
     """MODEL as given: an existing path is a local directory; otherwise a text that looks like a
     Hub id (``org/name``) is one; anything else is a local directory that does not exist."""
     text = str(value)
-    if Path(text).exists() or not _HUB_ID.match(text):
+    if Path(text).exists() or not HUB_ID.match(text):
         return ModelRef(text, local=True)
     return ModelRef(text, local=False)
 
@@ -72,7 +72,10 @@ def check_train_paths(args: argparse.Namespace) -> None:
 
     if model_ref(args.model_dir).local:
         check_model_dir(Path(args.model_dir), "MODEL")
-    check_data_path(args.data_file, "DATA_FILE")
+    from .hub_data import is_hub_dataset
+
+    if not is_hub_dataset(args.data_file):
+        check_data_path(args.data_file, "DATA_FILE")
     if args.eval_file is not None:
         check_data_path(args.eval_file, "--eval-file")
     if args.resume is not None:

@@ -21,6 +21,7 @@ from geko_state.config import PRESETS, GEKOConfig
 from geko_state.errors import ConfigError, GekoError, InputError
 from geko_state.selection import SelectionKind
 
+from ..hub_data import DEFAULT_SPLIT, is_hub_dataset, load_data
 from ..paths import ModelRef, check_train_paths, model_ref
 from ..rundir import FINAL_MODEL, clear_earlier_run
 from ..text_data import DATA_FORMATS, DEFAULT_MAX_LENGTH, LABEL_MAP_FILE
@@ -230,7 +231,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="local Hugging Face model directory (config.json, weights, tokenizer files), or a Hub "
                         "id (org/name) in the local Hugging Face cache (downloaded by from_pretrained when online)")
     p.add_argument("data_file", type=Path, metavar="DATA_FILE",
-                   help=f"training data, one sample per row ({formats}; format by suffix)")
+                   help=f"training data, one sample per row: a file ({formats}; format by suffix), a directory "
+                        "written by datasets' save_to_disk, or a Hub dataset id (org/name; --split, --subset) "
+                        "loaded through the local Hugging Face cache")
     d = p.add_argument_group("data (choose one: prompt+response, messages, text, or text+label)")
     d.add_argument("--prompt-field", metavar="COL", default=None,
                    help="causal LM: column of prompts; their tokens are masked from the loss "
@@ -245,6 +248,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "--label-field (default none)")
     d.add_argument("--label-field", metavar="COL", default=None,
                    help="classification: column of class ids (int) or class names (str) (default none)")
+    d.add_argument("--split", metavar="NAME", default=None,
+                   help=f"split of a Hub dataset DATA_FILE (default {DEFAULT_SPLIT})")
+    d.add_argument("--subset", metavar="NAME", default=None,
+                   help="configuration (subset) of a Hub dataset DATA_FILE (default: the dataset's default)")
     d.add_argument("--eval-file", type=Path, metavar="FILE", default=None,
                    help="evaluation data with the same columns, evaluated after each epoch (default none)")
     d.add_argument("--max-length", type=int_at_least(2), default=DEFAULT_MAX_LENGTH, metavar="N",
@@ -349,7 +356,7 @@ def run_train(args: argparse.Namespace, *, config: GEKOConfig | None = None,
     roles = {"--prompt-field": args.prompt_field, "--response-field": args.response_field,
              "--text-field": args.text_field, "--label-field": args.label_field,
              "--messages-field": args.messages_field}
-    train_table = read_table(args.data_file, "DATA_FILE")
+    train_table = load_data(args.data_file, "DATA_FILE", split=args.split, subset=args.subset)
     require_columns(train_table, roles, f"DATA_FILE {args.data_file}")
     eval_table = None
     if args.eval_file is not None:
@@ -534,14 +541,20 @@ def _print_outcome(args: argparse.Namespace, trainer: Any, final: Path, stopped:
         lines.append(f"label map: {out / LABEL_MAP_FILE}  (class id -> label: "
                      + ", ".join(f"{i}={name}" for name, i in sorted(label_map.items(), key=lambda kv: kv[1])[:8])
                      + (", ..." if len(label_map) > 8 else "") + ")")
-    kept = out / f"kept{args.data_file.suffix.lower() if args.data_file.is_file() else '.parquet'}"
+    if is_hub_dataset(args.data_file):  # export writes the kept ids; the rows are the Hub split's
+        export = f"  geko export {q(str(out))} --keep FREEZE,LIGHT,FOCUS --ids-out {q(str(out / 'kept_ids.parquet'))}"
+        note = f"  ({KEEP_NOTE}; sample id i is row i of {args.data_file}, split {args.split or DEFAULT_SPLIT})"
+    else:
+        kept = out / f"kept{args.data_file.suffix.lower() if args.data_file.is_file() else '.parquet'}"
+        export = (f"  geko export {q(str(out))} --keep FREEZE,LIGHT,FOCUS --dataset {q(str(args.data_file))} "
+                  f"--output {q(str(kept))}")
+        note = f"  ({KEEP_NOTE})"
     lines += [
         "next:",
         f"  geko report {q(str(out))}",
         f"  geko sql {q(str(out))} \"SELECT bucket, count(*) FROM samples GROUP BY bucket\"",
-        (f"  geko export {q(str(out))} --keep FREEZE,LIGHT,FOCUS --dataset {q(str(args.data_file))} "
-         f"--output {q(str(kept))}"),
-        f"  ({KEEP_NOTE})",
+        export,
+        note,
     ]
     print("\n".join(lines), flush=True)
 
