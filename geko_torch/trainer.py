@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -257,9 +258,22 @@ class GEKOTrainer:
     def _curriculum_on(self) -> bool:
         return self.session.curriculum_on
 
+    @property
+    def warmup_steps(self) -> int:
+        """The linear warmup's optimizer steps: ``args.warmup_steps``, or ``args.warmup_ratio`` of
+        the run's planned steps (``max_steps``, else the full-data steps of ``num_epochs`` epochs,
+        as the LR schedule counts them; GEKO's shorter epochs end the run sooner)."""
+        a = self.args
+        if a.warmup_steps is not None:
+            return a.warmup_steps
+        per_rank = math.ceil(len(self.train_dataset) / self.world_size)
+        per_epoch = math.ceil(math.ceil(per_rank / a.batch_size) / a.gradient_accumulation_steps)
+        planned = a.max_steps if a.max_steps is not None else per_epoch * a.num_epochs
+        return math.ceil(a.warmup_ratio * planned)
+
     def _lr_factor(self, step: int) -> float:
         """Linear warmup, times the curriculum's LR multiplier at the current training progress."""
-        w = self.args.warmup_steps
+        w = self.warmup_steps
         factor = min(1.0, (step + 1) / w) if w > 0 else 1.0
         return factor * self.session.lr_multiplier()
 
@@ -697,7 +711,8 @@ class GEKOTrainer:
             f"  torch.compile     : {'ON' if a.compile_model else 'OFF'}",
             f"  8-bit optimizer   : {'ON' if a.use_8bit_optimizer else 'OFF'}",
             f"  DataLoader workers: {_auto_workers(a.dataloader_num_workers)}",
-            f"  Warmup steps      : {a.warmup_steps}",
+            f"  Warmup steps      : {self.warmup_steps}"
+            + ("" if a.warmup_steps is not None else f" ({a.warmup_ratio:g} of the planned steps)"),
             f"  Selection         : {a.selection.policy.value}",
             f"  Curriculum        : {'ON' if self._curriculum_on else 'OFF'}",
             f"  Budget            : {budget}",

@@ -30,7 +30,10 @@ class GEKOTrainingArgs:
     batch_size: int = 32
     learning_rate: float = 5e-5
     weight_decay: float = 0.01
-    warmup_steps: int = 100
+    # linear LR warmup: warmup_steps when given, else warmup_ratio of the run's planned optimizer
+    # steps (a fixed 100 steps was more than a whole small run: its LR never reached its target)
+    warmup_steps: int | None = None
+    warmup_ratio: float = 0.05
     logging_steps: int = 100
     save_steps: int = 1000
     eval_steps: int = 500
@@ -77,12 +80,15 @@ class GEKOTrainingArgs:
     def __post_init__(self) -> None:
         if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
             raise ConfigError(f"output_dir must be a non-empty path, got {self.output_dir!r}")
-        for name, low in (("num_epochs", 1), ("batch_size", 1), ("warmup_steps", 0), ("logging_steps", 1),
+        for name, low in (("num_epochs", 1), ("batch_size", 1), ("logging_steps", 1),
                           ("save_steps", 1), ("eval_steps", 1), ("gradient_accumulation_steps", 1),
                           ("seed", 0), ("dataloader_prefetch_factor", 1)):
             object.__setattr__(self, name, check_int(getattr(self, name), name, low, error=ConfigError))
         object.__setattr__(self, "dataloader_num_workers",
                            check_int(self.dataloader_num_workers, "dataloader_num_workers", -1, error=ConfigError))
+        if self.warmup_steps is not None:
+            object.__setattr__(self, "warmup_steps", check_int(self.warmup_steps, "warmup_steps", 0, error=ConfigError))
+        check_number(self.warmup_ratio, "warmup_ratio", 0, 1, high_open=True, error=ConfigError, what="a number")
         for name in ("max_steps", "eval_batch_size", "save_total_limit"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, check_int(getattr(self, name), name, 1, error=ConfigError))

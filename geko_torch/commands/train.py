@@ -267,8 +267,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     t.add_argument("--grad-accum", type=int_at_least(1), default=_TA["gradient_accumulation_steps"],
                    metavar="N", help="gradient accumulation steps; effective batch = batch size x N "
                                      f"(default {_TA['gradient_accumulation_steps']})")
-    t.add_argument("--warmup-steps", type=int_at_least(0), default=_TA["warmup_steps"], metavar="N",
-                   help=f"linear learning-rate warmup, in optimizer steps (default {_TA['warmup_steps']})")
+    t.add_argument("--warmup-steps", type=int_at_least(0), default=None, metavar="N",
+                   help="linear learning-rate warmup, in optimizer steps (default: --warmup-ratio of the planned "
+                        "steps)")
+    t.add_argument("--warmup-ratio", type=number_in(0, 1, high_open=True), default=_TA["warmup_ratio"], metavar="R",
+                   help=f"warmup as a share of the run's planned optimizer steps, when --warmup-steps is not "
+                        f"given (default {_TA['warmup_ratio']})")
     t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="fp32, or bf16/fp16 autocast (fp16 adds a gradient scaler) (default fp32)")
     t.add_argument("--gradient-checkpointing", action="store_true",
@@ -439,7 +443,8 @@ def run_train(args: argparse.Namespace, *, config: GEKOConfig | None = None,
         config = PRESETS[args.preset].replace(prune_frozen_after=args.prune_after, log_bucket_stats=False)
     train_args = GEKOTrainingArgs(
         output_dir=str(args.output_dir), num_epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.lr, warmup_steps=args.warmup_steps, gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr, warmup_steps=args.warmup_steps, warmup_ratio=args.warmup_ratio,
+        gradient_accumulation_steps=args.grad_accum,
         seed=args.seed, bf16=args.precision == "bf16", fp16=args.precision == "fp16",
         gradient_checkpointing=args.gradient_checkpointing, compile_model=args.compile,
         dataloader_num_workers=args.workers, budget=budget, selection=args.selection, max_steps=args.max_steps,

@@ -280,3 +280,21 @@ def test_dataloader_workers_persist_across_epochs_and_match_in_process_loading(t
     assert _state_bytes(inline.store) == _state_bytes(workers.store)
     a, b = _weights(inline.model), _weights(workers.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_warmup_defaults_to_a_share_of_the_planned_steps(tmp_path):
+    items = cls_items(48)
+    base = {"warmup_steps": None, "num_epochs": 10, "batch_size": 4}  # 12 steps an epoch, 120 planned
+    t = GEKOTrainer(TinyClassifier(), items, config=_quiet_cfg(use_curriculum=False), args=_args(tmp_path, "a", **base))
+    assert t.warmup_steps == 6  # 0.05 x 120: a small run reaches its learning rate
+    assert t._lr_factor(0) == pytest.approx(1 / 6) and t._lr_factor(5) == 1.0
+    t.close()
+    t = GEKOTrainer(TinyClassifier(), items, config=_quiet_cfg(),
+                    args=_args(tmp_path, "b", **base, warmup_ratio=0.25, max_steps=20, gradient_accumulation_steps=2))
+    assert t.warmup_steps == 5  # of max_steps
+    t.close()
+    t = GEKOTrainer(TinyClassifier(), items, config=_quiet_cfg(), args=_args(tmp_path, "c", **{**base, "warmup_steps": 7}))
+    assert t.warmup_steps == 7
+    t.close()
+    with pytest.raises(ConfigError, match="warmup_ratio"):
+        GEKOTrainingArgs(warmup_ratio=1.0)
