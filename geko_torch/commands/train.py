@@ -154,7 +154,7 @@ def _transformers() -> Any:
     except ImportError as e:
         from geko_state.plots import MissingDependencyError
 
-        raise MissingDependencyError(f"geko train needs transformers: pip install transformers ({e})") from None
+        raise MissingDependencyError(f"geko train needs transformers: pip install 'geko-engine[hf]' ({e})") from None
     return transformers
 
 

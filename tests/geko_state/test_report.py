@@ -69,7 +69,7 @@ def test_render_plots(run, tmp_path):
 
 def test_plots_without_matplotlib_give_the_install_hint(run, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(MissingDependencyError, match=r"pip install 'geko\[plots\]'"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'geko-engine\[plots\]'"):
         render_plots(run.root, tmp_path)
 
 
