@@ -338,7 +338,9 @@ def _export():
 def _report():
     def configure(p: argparse.ArgumentParser) -> None:
         p.add_argument("run_dir", type=Path, help="run directory with epochs.parquet (e.g. from geko simulate --out)")
-        p.add_argument("--plots-dir", type=Path, default=None, help="where to write the PNGs (default RUN_DIR/plots)")
+        p.add_argument("--plots-dir", type=Path, default=None,
+                       help="where to write the PNGs (default RUN_DIR/plots; without matplotlib, the default "
+                            "skips the plots with a note)")
         p.add_argument("--no-plots", action="store_true", help="print the report only")
 
     def run(args: argparse.Namespace) -> int:
@@ -346,9 +348,16 @@ def _report():
 
         print(build_report(args.run_dir).format())
         if not args.no_plots:
-            from .plots import render_plots
+            from .plots import MissingDependencyError, render_plots
 
-            paths = render_plots(args.run_dir, args.plots_dir)
+            try:
+                paths = render_plots(args.run_dir, args.plots_dir)
+            except MissingDependencyError as e:
+                if args.plots_dir is not None:
+                    raise
+                # The plain install has no matplotlib: the report is the answer, plots are extra.
+                print(f"\nno plots: {e}", file=sys.stderr)
+                return 0
             print("\nplots: " + "\n       ".join(str(p) for p in paths))
         return 0
 
