@@ -1,4 +1,10 @@
 """geko_state: the per-sample GEKO state engine (no torch)."""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+# Light modules (no numba, Arrow, polars or DuckDB) are imported eagerly.
 from .config import (
     GEKO_AGGRESSIVE, GEKO_BALANCED, GEKO_CONSERVATIVE, GEKO_DEFAULT, GEKO_SEEDS, PRESETS, GEKOConfig, NanPolicy,
 )
@@ -6,19 +12,51 @@ from .curriculum import MOUNTAIN, MountainCurriculum, Phase
 from .errors import (
     ConfigError, GekoError, HistoryFileError, InputError, SchemaVersionError, StateFileError, StoreClosedError,
 )
-from .export import export_rows, keep_mask, kept_ids, parse_buckets, write_ids
-from .history import HistoryConfig, HistoryRecord, HistoryWriter, read_summary
-from .planning import BudgetKind, EpochPlan, WeightSegment, shard
-from .plots import MissingDependencyError, render_plots
-from .report import EfficiencyReport, build_report
-from .run import Run, open_run
-from .schema import COLUMN_NAMES, LOSS_WINDOW, SCHEMA_VERSION, Bucket, bytes_per_sample
-from .selection import SELECTION_POLICIES, SelectionConfig, SelectionKind, plan_selection
-from .sql import QueryError, connect, query
-from .stats import PartitionStats
-from .store import StateStore
+
+if TYPE_CHECKING:
+    from .export import export_rows, keep_mask, kept_ids, parse_buckets, write_ids
+    from .history import HistoryConfig, HistoryRecord, HistoryWriter, read_summary
+    from .planning import BudgetKind, EpochPlan, WeightSegment, shard
+    from .plots import MissingDependencyError, render_plots
+    from .report import EfficiencyReport, build_report
+    from .run import Run, open_run
+    from .schema import COLUMN_NAMES, LOSS_WINDOW, SCHEMA_VERSION, Bucket, bytes_per_sample
+    from .selection import SELECTION_POLICIES, SelectionConfig, SelectionKind, plan_selection
+    from .sql import QueryError, connect, query
+    from .stats import PartitionStats
+    from .store import StateStore
 
 __version__ = "0.1.0"
+
+# The rest is imported on first use, so `import geko_state` (and every `geko` command) pays only for
+# what it touches: numba kernels, Arrow files, polars, DuckDB and matplotlib cost seconds together.
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(("export_rows", "keep_mask", "kept_ids", "parse_buckets", "write_ids"), "export"),
+    **dict.fromkeys(("HistoryConfig", "HistoryRecord", "HistoryWriter", "read_summary"), "history"),
+    **dict.fromkeys(("BudgetKind", "EpochPlan", "WeightSegment", "shard"), "planning"),
+    **dict.fromkeys(("MissingDependencyError", "render_plots"), "plots"),
+    **dict.fromkeys(("EfficiencyReport", "build_report"), "report"),
+    **dict.fromkeys(("Run", "open_run"), "run"),
+    **dict.fromkeys(("COLUMN_NAMES", "LOSS_WINDOW", "SCHEMA_VERSION", "Bucket", "bytes_per_sample"), "schema"),
+    **dict.fromkeys(("SELECTION_POLICIES", "SelectionConfig", "SelectionKind", "plan_selection"), "selection"),
+    **dict.fromkeys(("QueryError", "connect", "query"), "sql"),
+    "PartitionStats": "stats",
+    "StateStore": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'geko_state' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "BudgetKind", "Bucket", "COLUMN_NAMES", "ConfigError", "EpochPlan", "GEKOConfig", "GEKO_AGGRESSIVE",

@@ -11,7 +11,7 @@ import math
 import sys
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -338,7 +338,9 @@ def _export():
 def _report():
     def configure(p: argparse.ArgumentParser) -> None:
         p.add_argument("run_dir", type=Path, help="run directory with epochs.parquet (e.g. from geko simulate --out)")
-        p.add_argument("--plots-dir", type=Path, default=None, help="where to write the PNGs (default RUN_DIR/plots)")
+        p.add_argument("--plots-dir", type=Path, default=None,
+                       help="where to write the PNGs (default RUN_DIR/plots; without matplotlib, the default "
+                            "skips the plots with a note)")
         p.add_argument("--no-plots", action="store_true", help="print the report only")
 
     def run(args: argparse.Namespace) -> int:
@@ -346,16 +348,29 @@ def _report():
 
         print(build_report(args.run_dir).format())
         if not args.no_plots:
-            from .plots import render_plots
+            from .plots import MissingDependencyError, render_plots
 
-            paths = render_plots(args.run_dir, args.plots_dir)
+            try:
+                paths = render_plots(args.run_dir, args.plots_dir)
+            except MissingDependencyError as e:
+                if args.plots_dir is not None:
+                    raise
+                # The plain install has no matplotlib: the report is the answer, plots are extra.
+                print(f"\nno plots: {e}", file=sys.stderr)
+                return 0
             print("\nplots: " + "\n       ".join(str(p) for p in paths))
         return 0
 
     return configure, run
 
 
-def build_parser(prog: str = "geko") -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+def build_parser(prog: str = "geko", *, configure: Collection[str] | None = None,
+                 ) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    """The ``geko`` parser; ``configure`` names the commands whose options are set up (None: all).
+
+    The others get only their one-line help, which is all ``geko --help`` shows: a command's
+    options may import heavy modules (``train``'s defaults come from torch-side classes).
+    """
     parser = argparse.ArgumentParser(
         prog=prog,
         description="GEKO: per-sample learning state for fine-tuning. Skip what the model already "
@@ -366,14 +381,26 @@ def build_parser(prog: str = "geko") -> tuple[argparse.ArgumentParser, argparse.
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (configure, _) in COMMANDS.items():
-        configure(sub.add_parser(name, help=configure.help))  # type: ignore[attr-defined]
+    for name, (setup, _) in COMMANDS.items():
+        p = sub.add_parser(name, help=setup.help)  # type: ignore[attr-defined]
+        if configure is None or name in configure:
+            setup(p)
     return parser, sub
 
 
-def main(argv: list[str] | None = None, *, build: Callable[[], tuple[argparse.ArgumentParser, object]] | None = None) -> int:
-    """Run ``geko``; ``build`` makes the parser (geko_torch passes its fuller one)."""
-    parser, sub = (build or build_parser)()
+def main(argv: list[str] | None = None, *,
+         build: Callable[..., tuple[argparse.ArgumentParser, object]] | None = None) -> int:
+    """Run ``geko``; ``build`` makes the parser (geko_torch passes its fuller one) and takes
+    ``configure=`` as :func:`build_parser` does."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Only the command being run sets up its options, so `geko --help` and the engine's commands
+    # never pay for another command's imports.
+    chosen = argv[0] if argv and argv[0] in COMMANDS else None
+    try:
+        parser, sub = (build or build_parser)(configure=() if chosen is None else (chosen,))
+    except GekoError as e:  # e.g. a command whose options need a missing optional dependency
+        print(f"geko {chosen}: error: {e}", file=sys.stderr)
+        return 2
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         # the command's own usage, not the top-level one: that is where the flag was looked for

@@ -1,6 +1,6 @@
 """PNG plots of a run: bucket shares, bucket moves, Q and loss distributions per bucket.
 
-matplotlib is optional (``pip install 'geko[plots]'``) and imported on first use. Figures are drawn
+matplotlib is optional (``pip install 'geko-engine[plots]'``) and imported on first use. Figures are drawn
 on the Agg canvas directly, without pyplot, so the caller's matplotlib backend is left alone.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ def _mpl() -> Any:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise MissingDependencyError("plots need matplotlib: pip install 'geko[plots]'") from None
+        raise MissingDependencyError("plots need matplotlib: pip install 'geko-engine[plots]'") from None
     return matplotlib, Figure, FigureCanvasAgg
 
 

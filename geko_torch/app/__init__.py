@@ -11,7 +11,7 @@ Modules, one concern each:
 * ``dashboard``: the dashboard's texts (status, stat boxes, summary card, hardware line);
 * ``ui``: the gradio page; ``cli``: the ``geko app`` command.
 
-Only ``ui`` and ``cli.run`` import gradio (``pip install 'geko[app]'``).
+Only ``ui`` and ``cli.run`` import gradio (``pip install 'geko-engine[app]'``).
 """
 from .cli import add_parser, main
 

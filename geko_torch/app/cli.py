@@ -26,7 +26,7 @@ HELP = ("Open the GEKO web app (gradio): fine-tune a local Hugging Face model on
         "steps per second and ETA, compute saved, SQL over the run. --run RUN_DIR opens any run directory "
         "read-only (from geko train, a GEKOTrainer script or the app). Binds to 127.0.0.1; uses files "
         "inside --workspace only; another --host needs a login (--auth or GEKO_APP_TOKEN). Needs gradio: "
-        "pip install 'geko[app]'.")
+        "pip install 'geko-engine[app]'.")
 EXAMPLE = "geko app --port 7860    |    geko app --run runs/sft"
 
 

@@ -91,7 +91,7 @@ def gradio() -> Any:
     except ImportError as e:
         from geko_state.plots import MissingDependencyError
 
-        raise MissingDependencyError(f"geko app needs gradio: pip install 'geko[app]' ({e})") from None
+        raise MissingDependencyError(f"geko app needs gradio: pip install 'geko-engine[app]' ({e})") from None
     return gr
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from geko_state.cli import command, int_at_least
 from geko_state.errors import InputError
 
+from .requires import require_torch
+
 __all__: list[str] = []
 
 
@@ -24,6 +26,7 @@ __all__: list[str] = []
 )
 def _demo():
     def configure(p: argparse.ArgumentParser) -> None:
+        require_torch("demo")
         from ..tasks import TASKS
 
         p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (default runs/demo)")

@@ -3,7 +3,8 @@
 Registered in the engine's ``COMMANDS`` registry (``@command``) when imported. :func:`run_train` is
 the command itself; callers that drive it (the app's training process) pass a GEKOConfig, extra
 GEKOTrainingArgs settings and a callback that gets the trainer, instead of patching anything.
-transformers and peft are imported only when the command runs.
+Importing it imports no torch (so ``geko --help`` lists it on the plain install): torch and the
+trainer's defaults are imported when the command's options are set up, transformers and peft when it runs.
 """
 from __future__ import annotations
 
@@ -12,20 +13,16 @@ import shlex
 import shutil
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from geko_state.cli import command, int_at_least, number_in
 from geko_state.config import PRESETS, GEKOConfig
 from geko_state.errors import ConfigError, GekoError, InputError
-from geko_state.selection import SelectionKind
 
 from ..hub_data import DEFAULT_SPLIT, is_hub_dataset, load_data
 from ..paths import ModelRef, check_train_paths, model_ref
-from ..rundir import FINAL_MODEL, clear_earlier_run
-from ..text_data import DATA_FORMATS, DEFAULT_MAX_LENGTH, LABEL_MAP_FILE
-from ..training_args import GEKOTrainingArgs
+from .requires import require_torch
 
 __all__ = ["EPILOG_EXAMPLE", "KEEP_NOTE", "configure", "run_train"]
 
@@ -33,8 +30,6 @@ __all__ = ["EPILOG_EXAMPLE", "KEEP_NOTE", "configure", "run_train"]
 KEEP_NOTE = ("drops HARD, the confidently wrong samples, where mislabeled rows end up; keep HARD too "
              "(--keep HARD,FOCUS,LIGHT) to train on every sample not yet learned")
 
-# One source for the defaults the trainer and the command share.
-_TA = {f.name: f.default for f in fields(GEKOTrainingArgs)}
 _DEFAULT_OUT = Path("runs/train")
 _DEFAULT_PRESET = "default"
 _LORA_DEFAULTS = {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.05}
@@ -44,6 +39,15 @@ EPILOG_EXAMPLE = "  geko train ./my-model data.jsonl --prompt-field prompt --res
 def _say(text: str) -> None:
     """A note for the user (stderr, so stdout stays the report)."""
     print(f"geko train: {text}", file=sys.stderr, flush=True)
+
+
+def _trainer_defaults() -> dict[str, Any]:
+    """One source for the defaults the trainer and the command share (imports torch)."""
+    from dataclasses import fields
+
+    from ..training_args import GEKOTrainingArgs
+
+    return {f.name: f.default for f in fields(GEKOTrainingArgs)}
 
 
 # ---------------------------------------------------------------------- argparse value types
@@ -154,7 +158,7 @@ def _transformers() -> Any:
     except ImportError as e:
         from geko_state.plots import MissingDependencyError
 
-        raise MissingDependencyError(f"geko train needs transformers: pip install transformers ({e})") from None
+        raise MissingDependencyError(f"geko train needs transformers: pip install 'geko-engine[hf]' ({e})") from None
     return transformers
 
 
@@ -207,7 +211,8 @@ def _save_final_model(trainer: Any, tokenizer: Any, out: Path, label_map: dict[s
     """``OUT/final_model``: the model (or, for LoRA, the adapter) and the tokenizer in Hugging Face
     format, written under a temporary name and renamed."""
     from ..checkpoint import unwrap_model
-    from ..text_data import write_label_map
+    from ..rundir import FINAL_MODEL
+    from ..text_data import LABEL_MAP_FILE, write_label_map
 
     final = out / FINAL_MODEL
     tmp = out / f".{FINAL_MODEL}.tmp"
@@ -226,6 +231,12 @@ def _save_final_model(trainer: Any, tokenizer: Any, out: Path, label_map: dict[s
 # ---------------------------------------------------------------------- the command
 def configure(p: argparse.ArgumentParser) -> None:
     """The ``geko train`` options (also the app's form: ``geko_torch.app.command.form_options``)."""
+    require_torch("train")
+    from geko_state.selection import SelectionKind
+
+    from ..text_data import DATA_FORMATS, DEFAULT_MAX_LENGTH
+
+    _TA = _trainer_defaults()  # noqa: N806  (the name the option table reads best with)
     formats = ", ".join(DATA_FORMATS)
     p.add_argument("model_dir", metavar="MODEL",
                    help="local Hugging Face model directory (config.json, weights, tokenizer files), or a Hub "
@@ -347,7 +358,10 @@ def run_train(args: argparse.Namespace, *, config: GEKOConfig | None = None,
     budget = _parse_budget(args.budget)
     check_train_paths(args)
 
+    require_torch("train")
+    from ..rundir import clear_earlier_run
     from ..text_data import (
+        LABEL_MAP_FILE,
         num_classes,
         read_table,
         require_columns,
@@ -425,6 +439,7 @@ def run_train(args: argparse.Namespace, *, config: GEKOConfig | None = None,
 
     from ..lora import apply_lora, count_parameters
     from ..trainer import GEKOTrainer, set_seed
+    from ..training_args import GEKOTrainingArgs
 
     set_seed(args.seed)  # a new classification head is initialised while loading
     id2label = None if label_map is None else {i: name for name, i in label_map.items()}
@@ -507,6 +522,8 @@ def _stop_on_signals(trainer: Any) -> Any:
 
 def _print_outcome(args: argparse.Namespace, trainer: Any, final: Path, stopped: bool, task: str,
                    label_map: dict[str, int] | None) -> None:
+    from ..text_data import LABEL_MAP_FILE
+
     out = args.output_dir
     q = shlex.quote
     step = trainer.global_step

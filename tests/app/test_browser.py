@@ -38,7 +38,7 @@ CHROMEDRIVER = os.environ.get("GEKO_CHROMEDRIVER", shutil.which("chromedriver") 
 
 
 def _missing() -> str | None:
-    for module, hint in (("gradio", "pip install 'geko[app]'"), ("selenium", "pip install selenium")):
+    for module, hint in (("gradio", "pip install 'geko-engine[app]'"), ("selenium", "pip install selenium")):
         if importlib.util.find_spec(module) is None:
             return f"{module} is not installed ({hint})"
     for path, what in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromedriver")):

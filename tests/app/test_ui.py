@@ -8,7 +8,7 @@ import pytest
 from geko_state.errors import GekoError
 from geko_torch.app.fields import config_fields, training_fields
 
-gr = pytest.importorskip("gradio", reason="gradio is not installed (pip install 'geko[app]')")
+gr = pytest.importorskip("gradio", reason="gradio is not installed (pip install 'geko-engine[app]')")
 
 from geko_torch.app import ui
 from geko_torch.app.command import form_options
@@ -76,7 +76,7 @@ def test_sql_box_results_and_errors(finished_run, tmp_path):
 
 def test_missing_gradio_gives_the_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "gradio", None)
-    with pytest.raises(GekoError, match=r"pip install 'geko\[app\]'"):
+    with pytest.raises(GekoError, match=r"pip install 'geko-engine\[app\]'"):
         ui.gradio()
 
 

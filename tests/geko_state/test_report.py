@@ -67,9 +67,19 @@ def test_render_plots(run, tmp_path):
     assert not [p for p in (tmp_path / "plots").iterdir() if p.suffix != ".png"]  # no temp files left
 
 
+def test_report_command_without_matplotlib_prints_the_report_and_a_note(run, tmp_path, monkeypatch, capsys):
+    # The plain geko-engine install has no matplotlib: the report still works; asked-for plots do not.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["report", str(run.root)]) == 0
+    out, err = capsys.readouterr()
+    assert "compute" in out.lower() and "no plots" in err and "pip install 'geko-engine[plots]'" in err
+    assert main(["report", str(run.root), "--plots-dir", str(tmp_path / "p")]) == 2
+    assert "pip install 'geko-engine[plots]'" in capsys.readouterr().err
+
+
 def test_plots_without_matplotlib_give_the_install_hint(run, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(MissingDependencyError, match=r"pip install 'geko\[plots\]'"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'geko-engine\[plots\]'"):
         render_plots(run.root, tmp_path)
 
 
