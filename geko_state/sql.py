@@ -111,7 +111,7 @@ def _user_tables(tables: Mapping[str, str | os.PathLike] | None) -> dict[str, pl
         if not isinstance(name, str) or not _NAME.match(name) or name.lower() in VIEWS:
             raise InputError(f"tables: {name!r} is not a usable table name (letters, digits and _, not one of "
                              f"the views {list(VIEWS)})")
-        path = check_data_path(path, f"tables: {name}=")
+        path = check_data_path(path, f"table {name!r}:")
         out[name] = data_format(path).read(path)
     return out
 
