@@ -3,23 +3,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
-
-from geko_state.datafiles import DATA_FORMATS, read_table
 from geko_state.errors import InputError
 
-from .paths import HUB_ID
+from .paths import DEFAULT_SPLIT, HUB_ID
+
+if TYPE_CHECKING:
+    import polars as pl
 
 __all__ = ["DEFAULT_SPLIT", "is_hub_dataset", "load_data"]
-
-DEFAULT_SPLIT = "train"
-
 
 def is_hub_dataset(value: str | os.PathLike) -> bool:
     """Whether DATA names a Hub dataset: not an existing path, no dataset-file suffix, and shaped
     like a repository id (``org/name``)."""
+    from geko_state.datafiles import DATA_FORMATS
+
     text = str(value)
     path = Path(text)
     return not path.exists() and path.suffix.lower() not in DATA_FORMATS and bool(HUB_ID.match(text))
@@ -37,6 +36,8 @@ def _datasets() -> Any:
 
 
 def _load_hub(repo_id: str, split: str, subset: str | None, what: str) -> pl.DataFrame:
+    import polars as pl
+
     datasets = _datasets()
     try:
         ds = datasets.load_dataset(repo_id, name=subset, split=split)
@@ -70,4 +71,6 @@ def load_data(value: str | os.PathLike, what: str, *, split: str | None = None,
         return _load_hub(str(value), split or DEFAULT_SPLIT, subset, what)
     if split is not None or subset is not None:
         raise InputError(f"--split/--subset choose a part of a Hub dataset; {what} {value} is a local file")
+    from geko_state.datafiles import read_table
+
     return read_table(value, what)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from geko_state.errors import InputError
 
-__all__ = ["HUB_ID", "ModelRef", "check_model_dir", "check_train_paths", "model_ref"]
+__all__ = ["DEFAULT_SPLIT", "HUB_ID", "ModelRef", "check_model_dir", "check_train_paths", "model_ref"]
 
 
 def check_model_dir(model_dir: Path, what: str = "MODEL") -> None:
@@ -25,6 +25,8 @@ def check_model_dir(model_dir: Path, what: str = "MODEL") -> None:
         raise InputError(f"{what} {model_dir}: no config.json; expected a local Hugging Face model "
                          "directory (what save_pretrained writes)")
 
+
+DEFAULT_SPLIT = "train"  # of a Hub dataset, when --split is not given
 
 # A Hub repository id: "name" or "org/name" (what from_pretrained takes besides a directory).
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")

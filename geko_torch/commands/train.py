@@ -20,8 +20,7 @@ from geko_state.cli import command, int_at_least, number_in
 from geko_state.config import PRESETS, GEKOConfig
 from geko_state.errors import ConfigError, GekoError, InputError
 
-from ..hub_data import DEFAULT_SPLIT, is_hub_dataset, load_data
-from ..paths import ModelRef, check_train_paths, model_ref
+from ..paths import DEFAULT_SPLIT, ModelRef, check_train_paths, model_ref
 from .requires import require_torch
 
 __all__ = ["EPILOG_EXAMPLE", "KEEP_NOTE", "configure", "run_train"]
@@ -374,6 +373,8 @@ def run_train(args: argparse.Namespace, *, config: GEKOConfig | None = None,
     roles = {"--prompt-field": args.prompt_field, "--response-field": args.response_field,
              "--text-field": args.text_field, "--label-field": args.label_field,
              "--messages-field": args.messages_field}
+    from ..hub_data import load_data
+
     train_table = load_data(args.data_file, "DATA_FILE", split=args.split, subset=args.subset)
     require_columns(train_table, roles, f"DATA_FILE {args.data_file}")
     eval_table = None
@@ -563,6 +564,8 @@ def _print_outcome(args: argparse.Namespace, trainer: Any, final: Path, stopped:
         lines.append(f"label map: {out / LABEL_MAP_FILE}  (class id -> label: "
                      + ", ".join(f"{i}={name}" for name, i in sorted(label_map.items(), key=lambda kv: kv[1])[:8])
                      + (", ..." if len(label_map) > 8 else "") + ")")
+    from ..hub_data import is_hub_dataset
+
     if is_hub_dataset(args.data_file):  # export writes the kept ids; the rows are the Hub split's
         export = f"  geko export {q(str(out))} --keep FREEZE,LIGHT,FOCUS --ids-out {q(str(out / 'kept_ids.parquet'))}"
         note = f"  ({KEEP_NOTE}; sample id i is row i of {args.data_file}, split {args.split or DEFAULT_SPLIT})"
