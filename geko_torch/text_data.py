@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +140,33 @@ class _RaggedBuilder:
         return _Ragged(values, offsets)
 
 
+class _CausalItems:
+    """Causal-LM (input_ids, labels) pairs collected chunk by chunk, each cut at ``max_length``
+    tokens (from the end)."""
+
+    def __init__(self, max_length: int) -> None:
+        self.max_length = max_length
+        self.truncated = 0
+        self._ids, self._labels = _RaggedBuilder(), _RaggedBuilder()
+
+    def add(self, pairs: Iterable[tuple[list[int], list[int]]]) -> int:
+        """Add one chunk; returns its row count."""
+        ids_c, labels_c = [], []
+        for ids, labels in pairs:
+            if len(ids) > self.max_length:
+                self.truncated += 1
+                ids, labels = ids[:self.max_length], labels[:self.max_length]
+            ids_c.append(ids)
+            labels_c.append(labels)
+        self._ids.extend(ids_c)
+        self._labels.extend(labels_c)
+        return len(ids_c)
+
+    def dataset(self, source: str) -> TokenizedDataset:
+        return TokenizedDataset("causal_lm", self._ids.build(), self._labels.build(), max_length=self.max_length,
+                                n_truncated=self.truncated, source=source)
+
+
 class TokenizedDataset(Dataset):
     """Tokenised samples kept in flat int32 arrays (a few bytes per token, not a Python object
     per token), handed out as dicts of int64 tensors.
@@ -259,32 +286,24 @@ def tokenize_causal_lm(
         responses = _text_series(table, response_field, source)  # type: ignore[arg-type]
     else:
         prompts, responses = None, _text_series(table, text_field, source)  # type: ignore[arg-type]
-    ids_b, labels_b = _RaggedBuilder(), _RaggedBuilder()
-    truncated = 0
+    items = _CausalItems(max_length)
+
+    def pairs(prom: list[list[int]], resp: list[list[int]]) -> Iterator[tuple[list[int], list[int]]]:
+        for p, r in zip(prom, resp):
+            if eos is not None and p and p[-1] == eos:
+                p = p[:-1]  # tokenizers whose template closes every text with EOS: the prompt goes on
+            if eos is not None and (not r or r[-1] != eos):
+                r = [*r, eos]
+            yield p + r, [IGNORE_INDEX] * len(p) + r
+
     with tqdm(total=n, desc=f"tokenise {source}", unit="row", disable=not _progress(progress, n),
               leave=False) as bar:
         for start in range(0, n, _CHUNK):
             resp = _encode(tokenizer, responses.slice(start, _CHUNK).to_list(), add_special_tokens=not sft)
             prom = (_encode(tokenizer, prompts.slice(start, _CHUNK).to_list(), add_special_tokens=True)
                     if prompts is not None else [[] for _ in resp])
-            ids_c, labels_c = [], []
-            for p, r in zip(prom, resp):
-                if eos is not None and p and p[-1] == eos:
-                    p = p[:-1]  # tokenizers whose template closes every text with EOS: the prompt goes on
-                if eos is not None and (not r or r[-1] != eos):
-                    r = [*r, eos]
-                ids = p + r
-                labels = [IGNORE_INDEX] * len(p) + r
-                if len(ids) > max_length:
-                    truncated += 1
-                    ids, labels = ids[:max_length], labels[:max_length]
-                ids_c.append(ids)
-                labels_c.append(labels)
-            ids_b.extend(ids_c)
-            labels_b.extend(labels_c)
-            bar.update(len(resp))
-    return TokenizedDataset("causal_lm", ids_b.build(), labels_b.build(), max_length=max_length,
-                            n_truncated=truncated, source=source)
+            bar.update(items.add(pairs(prom, resp)))
+    return items.dataset(source)
 
 
 def _messages(value: Any, row: int, column: str, source: str) -> list[dict[str, str]]:
@@ -348,31 +367,23 @@ def tokenize_chat(
         raise InputError("conversations need a fast tokenizer (character offsets tell which tokens are the "
                          "assistant's)")
     rows = table.get_column(messages_field).to_list()
-    ids_b, labels_b = _RaggedBuilder(), _RaggedBuilder()
-    truncated = 0
+    items = _CausalItems(max_length)
+
+    def pairs(start: int, stop: int) -> Iterator[tuple[list[int], list[int]]]:
+        for row in range(start, stop):
+            text, spans = _assistant_spans(tokenizer, _messages(rows[row], row, messages_field, source), row, source)
+            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                            return_attention_mask=False, return_token_type_ids=False)
+            ids = list(enc["input_ids"])
+            yield ids, [t if any(a <= lo and hi <= b and hi > lo for a, b in spans) else IGNORE_INDEX
+                        for t, (lo, hi) in zip(ids, enc["offset_mapping"])]
+
     n = len(rows)
     with tqdm(total=n, desc=f"tokenise {source}", unit="row", disable=not _progress(progress, n),
               leave=False) as bar:
         for start in range(0, n, _CHUNK):
-            ids_c, labels_c = [], []
-            for row in range(start, min(n, start + _CHUNK)):
-                text, spans = _assistant_spans(tokenizer, _messages(rows[row], row, messages_field, source), row,
-                                               source)
-                enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
-                                return_attention_mask=False, return_token_type_ids=False)
-                ids = list(enc["input_ids"])
-                labels = [t if any(a <= lo and hi <= b and hi > lo for a, b in spans) else IGNORE_INDEX
-                          for t, (lo, hi) in zip(ids, enc["offset_mapping"])]
-                if len(ids) > max_length:
-                    truncated += 1
-                    ids, labels = ids[:max_length], labels[:max_length]
-                ids_c.append(ids)
-                labels_c.append(labels)
-            ids_b.extend(ids_c)
-            labels_b.extend(labels_c)
-            bar.update(len(ids_c))
-    return TokenizedDataset("causal_lm", ids_b.build(), labels_b.build(), max_length=max_length,
-                            n_truncated=truncated, source=source)
+            bar.update(items.add(pairs(start, min(n, start + _CHUNK))))
+    return items.dataset(source)
 
 
 def class_labels(
