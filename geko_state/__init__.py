@@ -1,17 +1,30 @@
 """geko_state: the per-sample GEKO state engine (no torch)."""
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 # Light modules (no numba, Arrow, polars or DuckDB) are imported eagerly.
 from .config import (
-    GEKO_AGGRESSIVE, GEKO_BALANCED, GEKO_CONSERVATIVE, GEKO_DEFAULT, GEKO_SEEDS, PRESETS, GEKOConfig, NanPolicy,
+    GEKO_AGGRESSIVE,
+    GEKO_BALANCED,
+    GEKO_CONSERVATIVE,
+    GEKO_DEFAULT,
+    GEKO_SEEDS,
+    PRESETS,
+    GEKOConfig,
+    NanPolicy,
 )
 from .curriculum import MOUNTAIN, MountainCurriculum, Phase
 from .errors import (
-    ConfigError, GekoError, HistoryFileError, InputError, SchemaVersionError, StateFileError, StoreClosedError,
+    ConfigError,
+    GekoError,
+    HistoryFileError,
+    InputError,
+    SchemaVersionError,
+    StateFileError,
+    StoreClosedError,
 )
+from .lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .export import export_rows, keep_mask, kept_ids, parse_buckets, write_ids
@@ -20,8 +33,19 @@ if TYPE_CHECKING:
     from .plots import MissingDependencyError, render_plots
     from .report import EfficiencyReport, build_report
     from .run import Run, open_run
-    from .schema import COLUMN_NAMES, LOSS_WINDOW, SCHEMA_VERSION, Bucket, bytes_per_sample
-    from .selection import SELECTION_POLICIES, SelectionConfig, SelectionKind, plan_selection
+    from .schema import (
+        COLUMN_NAMES,
+        LOSS_WINDOW,
+        SCHEMA_VERSION,
+        Bucket,
+        bytes_per_sample,
+    )
+    from .selection import (
+        SELECTION_POLICIES,
+        SelectionConfig,
+        SelectionKind,
+        plan_selection,
+    )
     from .sql import QueryError, connect, query
     from .stats import PartitionStats
     from .store import StateStore
@@ -45,17 +69,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'geko_state' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = [

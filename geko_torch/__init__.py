@@ -1,19 +1,37 @@
 """geko_torch: the PyTorch adapter of the GEKO state engine (signals, tracker, sampler, trainers)."""
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from geko_state.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from .checkpoint import load_checkpoint, restore_state, save_checkpoint
     from .data import SAMPLE_ID, GEKODataset, PadCollator
-    from .distributed import ObservationExchange, barrier, dist_rank_world, is_main_process, replica_path
+    from .distributed import (
+        ObservationExchange,
+        barrier,
+        dist_rank_world,
+        is_main_process,
+        replica_path,
+    )
     from .hf import GEKOHFTrainer, GEKOTrainerMixin
-    from .lora import ParamCounts, apply_lora, count_parameters, default_target_modules, is_peft_available
+    from .lora import (
+        ParamCounts,
+        apply_lora,
+        count_parameters,
+        default_target_modules,
+        is_peft_available,
+    )
     from .sampler import GEKOSampler
     from .session import GEKOSession, GEKOSettings
     from .signals import (
-        SampleSignals, TaskKind, causal_lm_signals, classification_signals, compute_signals, model_logits,
+        SampleSignals,
+        TaskKind,
+        causal_lm_signals,
+        classification_signals,
+        compute_signals,
+        model_logits,
     )
     from .tracker import GEKOTracker
     from .trainer import GEKOTrainer, set_seed
@@ -40,17 +58,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'geko_torch' has no attribute {name!r}")
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = [
