@@ -1,5 +1,6 @@
 """The MkDocs site (docs/, mkdocs.yml) builds with --strict: every page, link and API reference resolves."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,3 +22,10 @@ def test_every_docs_page_is_in_the_nav():
     nav = (ROOT / "mkdocs.yml").read_text()
     pages = sorted(p.name for p in (ROOT / "docs").glob("*.md"))
     assert pages and [p for p in pages if p not in nav] == []
+
+
+def test_the_site_home_page_is_the_readme():
+    """docs/index.md is README.md with its docs/ links made relative to the site."""
+    readme = (ROOT / "README.md").read_text()
+    expected = re.sub(r"\]\(docs/([\w./#-]*)\)", r"](\1)", readme.replace("[`docs/`](docs/)", "`docs/`"))
+    assert (ROOT / "docs" / "index.md").read_text() == expected, "regenerate docs/index.md from README.md"
