@@ -140,7 +140,7 @@ GEKO_BALANCED = GEKOConfig(freeze_confidence=0.85, freeze_quality=0.80, bucket_w
 GEKO_CONSERVATIVE = GEKOConfig(freeze_confidence=0.80, freeze_quality=0.75, bucket_weights=(2, 2, 1))
 
 # What GEKOTrainer, GEKOHFTrainer, geko train and geko demo use when no config is given, with plans
-# drawn without replacement: chosen by benchmarks/bench_training.py (README, "Choosing the
+# drawn without replacement: chosen by benchmarks/bench_training.py (docs/benchmarks.md, "Choosing the
 # defaults"). The curriculum is off because its PEAK phase (LIGHT weight 0) trains only on wrong
 # samples, which collapsed the classifiers' eval accuracy mid-run; Q at 0.3 lets a sample freeze
 # after ~3 good observations instead of ~9.

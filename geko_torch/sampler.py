@@ -21,7 +21,7 @@ from .threads import torch_threads_kept
 __all__ = ["DEFAULT_REPLACEMENT", "GEKOSampler", "shard_from"]
 
 # Training draws without replacement by default: every drawn sample trains at most once per epoch
-# (measured: README "Choosing the defaults"). The engine's plan_epoch keeps the seeds' algorithm
+# (measured: docs/benchmarks.md "Choosing the defaults"). The engine's plan_epoch keeps the seeds' algorithm
 # (with replacement, DESIGN section 2); every training entry point (this sampler, both trainers,
 # geko train) uses this one default.
 DEFAULT_REPLACEMENT = False

@@ -68,7 +68,7 @@ class GEKOSettings:
     run_dir: str | os.PathLike | None = None  # None: the trainer's default (GEKOHFTrainer: <output_dir>/geko)
     budget: Budget = BudgetKind.TRAINABLE  # draws per epoch: "trainable", "full", a count or a fraction of N
     # without replacement every drawn sample trains at most once per epoch (the measured default,
-    # README "Choosing the defaults"); True draws as the seeds did
+    # docs/benchmarks.md "Choosing the defaults"); True draws as the seeds did
     replacement: bool = DEFAULT_REPLACEMENT
     selection: SelectionConfig | str = "geko"  # "geko" or a baseline: "uniform", "infobatch", "random_subset"
     history: HistoryConfig = field(default_factory=HistoryConfig)

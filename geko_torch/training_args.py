@@ -53,7 +53,7 @@ class GEKOTrainingArgs:
     # GEKO additions
     budget: Budget = BudgetKind.TRAINABLE  # draws per epoch: "trainable", "full", a count or a fraction of N
     # plans drawn with replacement (HARD samples can repeat within an epoch; the seeds' behaviour), or
-    # without (every drawn sample at most once per epoch: the measured default, see the README)
+    # without (every drawn sample at most once per epoch: the measured default, see docs/benchmarks.md)
     replacement: bool = DEFAULT_REPLACEMENT
     # sample-selection policy: "geko", or a baseline ("uniform", "infobatch", "random_subset");
     # a name becomes SelectionConfig(policy=name)

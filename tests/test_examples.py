@@ -1,4 +1,4 @@
-"""The examples shown in the README run."""
+"""The examples shown in the documentation run."""
 import subprocess
 import sys
 from pathlib import Path
