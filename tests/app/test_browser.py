@@ -89,7 +89,7 @@ class App:
                                           "--refresh", "1", *args], cwd=cwd, env=env, stdout=out,
                                          stderr=subprocess.STDOUT)
 
-    def wait(self, timeout: float = 60) -> App:
+    def wait(self, timeout: float = 300) -> App:
         _wait_http(self.url, self.proc, timeout, self.log)
         return self
 
@@ -136,7 +136,7 @@ class Page:
 
     def field(self, elem_id: str) -> Any:
         css = f"#{elem_id} textarea, #{elem_id} input"
-        return wait_for(lambda: self.all_css(css), f"the field {elem_id}", timeout=10)[0]
+        return wait_for(lambda: self.all_css(css), f"the field {elem_id}", timeout=60)[0]
 
     def type(self, elem_id: str, text: str, *, enter: bool = False) -> None:
         from selenium.webdriver.common.keys import Keys
@@ -152,7 +152,7 @@ class Page:
         return self.field(elem_id).get_attribute("value")
 
     def choose(self, elem_id: str, option: str) -> None:
-        el = wait_for(lambda: self.all_css(f"#{elem_id} input"), f"the dropdown {elem_id}", timeout=10)[0]
+        el = wait_for(lambda: self.all_css(f"#{elem_id} input"), f"the dropdown {elem_id}", timeout=60)[0]
         self.d.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
         el.click()
         item = wait_for(lambda: self.all_css(f'#{elem_id} li[aria-label="{option}"]'), f"option {option} of {elem_id}")
@@ -246,7 +246,7 @@ class Page:
 T0 = [time.monotonic()]
 
 
-def wait_for(cond: Callable[[], Any], what: str, timeout: float = 30, every: float = 0.2) -> Any:
+def wait_for(cond: Callable[[], Any], what: str, timeout: float = 120, every: float = 0.2) -> Any:
     end = time.monotonic() + timeout
     last_err = None
     while time.monotonic() < end:
@@ -373,8 +373,8 @@ def test_start_watch_stop_resume_sql_in_a_browser(apps, files, page, workdir):
     assert p.value("geko-opt-prompt_field") == "prompt" and p.value("geko-opt-response_field") == "response"
     p.shot("02b_reloaded")
 
-    first = wait_for(lambda: p.chart_epochs(), "the first epoch's bars in the bucket chart", timeout=60)
-    wait_for(lambda: p.chart_epochs()[-1] >= first[-1] + 1, "a later epoch in the bucket chart", timeout=40,
+    first = wait_for(lambda: p.chart_epochs(), "the first epoch's bars in the bucket chart", timeout=600)
+    wait_for(lambda: p.chart_epochs()[-1] >= first[-1] + 1, "a later epoch in the bucket chart", timeout=600,
              every=0.1)
     p.click("geko-stop")  # right away: the run must still be going
     epoch_seen = p.chart_epochs()[-1]
@@ -385,7 +385,7 @@ def test_start_watch_stop_resume_sql_in_a_browser(apps, files, page, workdir):
     p.shot("03_training")
 
     # --- Stop: halts between steps with a resumable checkpoint
-    wait_for(lambda: p.status()[0] == "stopped", "the stopped status", timeout=40)
+    wait_for(lambda: p.status()[0] == "stopped", "the stopped status", timeout=600)
     assert "Stopped at step" in p.status()[1]
     assert "Stopped at step" in p.text("#geko-summary")
     ckpts = sorted(run_dir.glob("checkpoint-*"))
@@ -399,7 +399,7 @@ def test_start_watch_stop_resume_sql_in_a_browser(apps, files, page, workdir):
     # --- Resume: continues from the newest checkpoint to the end
     p.click("geko-resume")
     wait_for(lambda: "Resumed from checkpoint-" in p.text("#geko-message"), "the resume message")
-    wait_for(lambda: p.status()[0] == "complete", "the run to complete", timeout=90, every=0.5)
+    wait_for(lambda: p.status()[0] == "complete", "the run to complete", timeout=1200, every=0.5)
     wait_for(lambda: "Training complete" in p.text("#geko-summary"), "the summary card")
     summary = p.text("#geko-summary")
     assert "Compute saved" in summary and "Final loss" in summary and "Eval loss" in summary
