@@ -37,6 +37,7 @@ from transformers import TrainerCallback, TrainingArguments
 from geko_state import COLUMN_NAMES, GEKOConfig
 from geko_torch.hf import GEKOHFTrainer
 from geko_torch.session import GEKOSettings
+from tests.geko_torch.hf_callbacks import StopAt
 from tests.geko_torch.models import tiny_bert_classifier
 
 N = 75  # odd: even the full-data epoch pads rank 1's shard, and 75 is no multiple of the global batch
@@ -81,18 +82,6 @@ class Recorder(TrainerCallback):
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self.epoch_end_steps.append(state.global_step)
-
-
-class StopAt(TrainerCallback):
-    """Save a checkpoint and stop training after optimizer step ``k``."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.k:
-            control.should_save = True
-            control.should_training_stop = True
 
 
 class Logs(TrainerCallback):

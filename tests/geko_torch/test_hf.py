@@ -28,10 +28,13 @@ from geko_torch.hf import (
 )
 from geko_torch.session import GEKOSettings
 
+from .hf_callbacks import StopAt
+
 QUIET = GEKOConfig(log_bucket_stats=False)
 # Classifier setup that masters samples within a few epochs: LIGHT keeps a draw weight so correct
 # samples are seen again, and q moves fast enough to pass min_q_for_freeze after two passes.
 FAST = GEKOConfig(log_bucket_stats=False, use_curriculum=False, bucket_weights=(3, 2, 1), q_value_lr=0.5)
+
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -113,18 +116,6 @@ class PlanRecorder(TrainerCallback):
 
     def on_epoch_end(self, args, state, control, **kwargs):
         self.epoch_end_steps.append(state.global_step)
-
-
-class StopAt(TrainerCallback):
-    """Save a checkpoint and stop training after optimizer step ``k``."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.k:
-            control.should_save = True
-            control.should_training_stop = True
 
 
 class StopAtEpochEnd(TrainerCallback):

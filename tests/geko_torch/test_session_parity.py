@@ -21,6 +21,7 @@ from geko_torch.checkpoint import GEKO_META_FILE, GEKO_STATE_FILE
 from geko_torch.data import PadCollator
 from geko_torch.hf import GEKOHFTrainer
 
+from .hf_callbacks import StopAt
 from .models import TinyClassifier, cls_items
 
 N = 40
@@ -107,7 +108,7 @@ class _Runs:
             warmup_steps=0, optim="adamw_torch", save_strategy="no", logging_strategy="no", seed=0,
         )
         rec = _PlanRecorder()
-        callbacks = [rec] + ([_StopAt(stop_at)] if stop_at is not None else [])
+        callbacks = [rec] + ([StopAt(stop_at)] if stop_at is not None else [])
         t = GEKOHFTrainer(model=self.model(seed=seed), args=args, train_dataset=self.data,
                           data_collator=PadCollator(), callbacks=callbacks,
                           geko_args=GEKOSettings(config=self.config, compute_correctness=self.correctness))
@@ -124,18 +125,6 @@ class _PlanRecorder(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         self.plans.append(self.trainer.geko_sampler.plan.ids.copy())
-
-
-class _StopAt(TrainerCallback):
-    """Save a checkpoint and stop after optimizer step ``k``."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.k:
-            control.should_save = True
-            control.should_training_stop = True
 
 
 def assert_same_state(a, b) -> None:
