@@ -75,15 +75,15 @@ class GEKODataset(Dataset):
         return out
 
 
-_PAD_KEYS = {"input_ids", "attention_mask", "labels", "token_type_ids", "position_ids"}
+_PAD_KEYS = {"input_ids", "attention_mask", "labels", "token_type_ids", "position_ids", "inputs_embeds"}
 
 
 @dataclass(frozen=True)
 class PadCollator:
     """Batches dict items: sequence fields of unequal length are padded (``input_ids`` with
     ``pad_token_id``, ``labels`` with ``label_pad_id`` so padding never counts in the loss,
-    ``attention_mask`` with 0), everything else is stacked. An ``attention_mask`` is added when
-    padding was needed and none was given.
+    ``attention_mask`` and ``inputs_embeds`` ``[T, d]`` with 0), everything else is stacked. An
+    ``attention_mask`` is added when padding was needed and none was given.
     """
 
     pad_token_id: int = 0
@@ -100,7 +100,8 @@ class PadCollator:
     def _pad(self, key: str, seqs: Sequence[torch.Tensor]) -> torch.Tensor:
         longest = max(int(s.shape[0]) for s in seqs)
         fill = {"labels": self.label_pad_id, "attention_mask": 0, "input_ids": self.pad_token_id}.get(key, 0)
-        out = torch.full((len(seqs), longest), fill, dtype=seqs[0].dtype)
+        # inputs_embeds items are [T, d]: padded along T like the token fields.
+        out = torch.full((len(seqs), longest, *seqs[0].shape[1:]), fill, dtype=seqs[0].dtype)
         for i, s in enumerate(seqs):
             n = int(s.shape[0])
             if self.padding_side == "right":
@@ -119,7 +120,7 @@ class PadCollator:
                 values = [torch.as_tensor(it[key]) for it in items]
             except KeyError:
                 raise InputError(f"batch items disagree on keys: {key!r} is missing from some items") from None
-            if key in _PAD_KEYS and values[0].ndim == 1 and len({int(v.shape[0]) for v in values}) > 1:
+            if key in _PAD_KEYS and values[0].ndim >= 1 and len({int(v.shape[0]) for v in values}) > 1:
                 batch[key] = self._pad(key, values)
             else:
                 try:

