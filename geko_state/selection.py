@@ -11,6 +11,10 @@ history serve all of them, so a comparison differs in the selection and nothing 
 * ``infobatch``: InfoBatch (Qin et al., ICLR 2024): observed samples whose last loss is below the
   mean are dropped with probability ``p``; the kept ones weigh ``1 / (1 - p)`` in the loss, so the
   expected gradient is unchanged; full data in the last epochs.
+* ``rs2``: RS2 without replacement (Okanovic et al., ICLR 2024, "Repeated Random Sampling for
+  Minimizing the Time-to-Accuracy of Learning"): ``random_subset``'s per-epoch size, but the
+  epochs walk through seeded permutations of the unpruned ids, so every sample is trained once
+  before any is trained twice.
 """
 from __future__ import annotations
 
@@ -42,6 +46,8 @@ __all__ = [
     "plan_selection",
     "random_subset_plan",
     "recheck_ids",
+    "rs2_plan",
+    "subset_size",
 ]
 
 
@@ -52,6 +58,7 @@ class SelectionKind(str, enum.Enum):
     UNIFORM = "uniform"
     INFOBATCH = "infobatch"
     RANDOM_SUBSET = "random_subset"
+    RS2 = "rs2"
 
 
 # InfoBatch's paper anneals the last 12.5% of epochs; the other policies do not anneal unless asked.
@@ -59,7 +66,8 @@ _DEFAULT_ANNEAL: dict[SelectionKind, float] = {SelectionKind.INFOBATCH: 0.125}
 
 # Third word of every policy's SeedSequence: the streams of different policies (and of GEKO's
 # re-check and anneal draws) never coincide with each other or with build_plan's [seed, epoch].
-_RNG_TAG: dict[str, int] = {"uniform": 1, "random_subset": 2, "infobatch": 3, "geko_recheck": 4, "geko_anneal": 5}
+_RNG_TAG: dict[str, int] = {"uniform": 1, "random_subset": 2, "infobatch": 3, "geko_recheck": 4, "geko_anneal": 5,
+                        "rs2": 6}
 
 
 def _unit(name: str, value: Any, *, open_top: bool = False) -> float:
@@ -182,6 +190,29 @@ def random_subset_plan(pruned: np.ndarray, k: int, rng: np.random.Generator) -> 
     return rng.choice(live, size=k, replace=False, shuffle=True)
 
 
+def rs2_plan(pruned: np.ndarray, k: int, seed: int, epoch: int) -> np.ndarray:
+    """RS2 without replacement: epoch ``epoch``'s ``min(k, unpruned)`` ids, int64 ``[k]``.
+
+    The epochs read one endless sequence: seeded permutations of the unpruned ids (``pruned``:
+    ``[N]``) laid end to end, permutation ``r`` drawn from ``[seed, r, tag]``; epoch ``e`` takes
+    positions ``[e*k, (e+1)*k)``. Computed from (seed, epoch) alone, no state carried between
+    epochs (a resumed run or another process gets the same ids). Every unpruned id is trained
+    once before any is trained twice; an epoch that straddles two permutations may therefore
+    hold an id twice (once from the end of one, once from the start of the next).
+    """
+    live = np.flatnonzero(pruned == 0).astype(np.int64)
+    n = int(live.shape[0])
+    k = min(int(k), n)
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    start = int(epoch) * k
+    r, offset = divmod(start, n)
+    ids = _rng(seed, r, "rs2").permutation(live)[offset:offset + k]
+    if ids.shape[0] < k:  # this permutation runs out: finish it and go on with the next one
+        ids = np.concatenate([ids, _rng(seed, r + 1, "rs2").permutation(live)[:k - ids.shape[0]]])
+    return ids
+
+
 def infobatch_plan(
     last_loss: np.ndarray, pruned: np.ndarray, rng: np.random.Generator, prune_probability: float,
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -265,17 +296,30 @@ def _uniform(store: StateStore, sel: SelectionConfig, req: PlanRequest) -> Epoch
     return _flat_plan(ids, req, ids.shape[0], sel.policy)
 
 
+def subset_size(budget: Budget, n_samples: int, unpruned: int) -> int:
+    """Draws per epoch of the fixed-size policies (``random_subset``, ``rs2``): a count as given,
+    a fraction of ``n_samples`` rounded half up, or every unpruned sample for ``"trainable"`` /
+    ``"full"`` (the caller caps it at the unpruned count)."""
+    budget = parse_budget(budget)
+    if isinstance(budget, BudgetKind):
+        return int(unpruned)
+    if isinstance(budget, int):
+        return budget
+    return math.floor(budget * n_samples + 0.5)
+
+
 def _random_subset(store: StateStore, sel: SelectionConfig, req: PlanRequest) -> EpochPlan:
     pruned = store.column("pruned")
     live = _unpruned(store)
-    b = req.budget
-    if isinstance(b, BudgetKind):
-        k = live
-    elif isinstance(b, int):
-        k = b
-    else:
-        k = math.floor(b * store.n_samples + 0.5)
+    k = subset_size(req.budget, store.n_samples, live)
     ids = random_subset_plan(pruned, k, _rng(req.seed, req.epoch, "random_subset"))
+    return _flat_plan(ids, req, live, sel.policy)
+
+
+def _rs2(store: StateStore, sel: SelectionConfig, req: PlanRequest) -> EpochPlan:
+    live = _unpruned(store)
+    k = subset_size(req.budget, store.n_samples, live)
+    ids = rs2_plan(store.column("pruned"), k, req.seed, req.epoch)
     return _flat_plan(ids, req, live, sel.policy)
 
 
@@ -296,6 +340,7 @@ SELECTION_POLICIES: dict[SelectionKind, Policy] = {
     SelectionKind.UNIFORM: _uniform,
     SelectionKind.RANDOM_SUBSET: _random_subset,
     SelectionKind.INFOBATCH: _infobatch,
+    SelectionKind.RS2: _rs2,
 }
 
 
@@ -312,8 +357,8 @@ def plan_selection(
     """The global plan of an epoch (default: ``store.epoch``) under ``selection``.
 
     Deterministic in (state, seed, epoch). ``budget`` and ``replacement`` shape GEKO's draws;
-    ``random_subset`` takes its size from ``budget`` (a count, a fraction of N, or all unpruned
-    samples for ``"trainable"`` / ``"full"``); ``uniform`` and ``infobatch`` ignore both.
+    ``random_subset`` and ``rs2`` take their size from ``budget`` (a count, a fraction of N, or all
+    unpruned samples for ``"trainable"`` / ``"full"``); ``uniform`` and ``infobatch`` ignore both.
     ``total_epochs`` places the epoch in the run (curriculum, annealing); without it nothing anneals.
     """
     if not isinstance(store, StateStore):

@@ -57,18 +57,21 @@ How it fits into the Trainer of transformers 5.23, and why:
   ``nan_policy="skip"`` a non-finite result weighs 0 (it still counts in the denominator, which is
   known before the forward). Evaluation (``prediction_step``) goes through HF's own ``compute_loss`` unchanged.
   ``compute_loss_func`` and label smoothing apply to evaluation only (warned).
-* **Scheduler length.** ``max_steps`` (and the LR schedule built from it) is computed from the
+* **Scheduler length.** ``max_steps`` (and the warmup built from it) is computed from the
   full-data length, ``ceil(ceil(N / world_size) / batch)`` batches per epoch and rank, which is
   ``ceil(N / (batch * world_size))``, exactly as plain ``Trainer`` would (with
   ``dataloader_drop_last``: ``ceil(N / world_size) // batch``, what this rank's loader yields in a
   full-data epoch), and identically on resume, also with another world size and the same global
   batch (``LambdaLR`` keeps its lambdas out of its state dict, so a resumed run must recompute the
-  same length). Later GEKO epochs are shorter, so training ends before the schedule does: a linear
-  decay ends at ``lr * (1 - trained_steps / max_steps)`` instead of 0, a cosine one likewise short
-  of its end. Use a schedule that does not depend on the end (``constant``,
-  ``constant_with_warmup``) when that matters. With the Mountain Curriculum (GEKO selection,
-  ``use_curriculum``) :meth:`create_scheduler` multiplies HF's schedule by the curriculum's LR
-  multiplier at the current training progress, as ``GEKOTrainer`` does.
+  same length). Later GEKO epochs are shorter, so training ends before that many steps: a
+  step-based decay would end above 0. :meth:`create_scheduler` therefore makes ``linear`` and
+  ``cosine`` (without ``lr_scheduler_kwargs``) functions of GEKO's training progress
+  (:meth:`GEKOSession.schedule_progress`, exactly 1 at the last draw of the last epoch; or the
+  step share of ``max_steps`` when that is ahead), times HF's linear warmup, so they end at 0 at
+  the last step whatever the policy; the constant types do not depend on the end and stay HF's,
+  as do the others (step-based). With the Mountain Curriculum (GEKO selection,
+  ``use_curriculum``) it also multiplies the schedule by the curriculum's LR multiplier at the
+  current training progress, as ``GEKOTrainer`` does.
 * **Checkpoints and resume.** :meth:`_save_checkpoint` writes the GEKO part (the same files as
   ``GEKOTrainer``'s: :func:`geko_torch.checkpoint.write_geko_part`) into HF's ``checkpoint-<step>/``,
   before HF's own files: ``geko_state.arrow`` (``StateStore.checkpoint``, after
@@ -145,6 +148,7 @@ from .checkpoint import GEKO_EPOCHS_FILE, GEKO_HISTORY, GEKO_META_FILE, GEKO_SAM
 from .data import SAMPLE_ID, GEKODataset
 from .distributed import dist_rank_world
 from .sampler import GEKOSampler
+from .schedules import LRScheduleKind, lr_schedule_factor
 from .session import EpochEnd, GEKOSession, GEKOSettings
 from .signals import batch_labels, model_logits
 from .tracker import GEKOTracker
@@ -695,26 +699,66 @@ class GEKOTrainerMixin:
         super()._save_checkpoint(model, trial)
 
     # ------------------------------------------------------------------ the learning rate
+    def _geko_progress_schedule(self) -> LRScheduleKind | None:
+        """The decay shape :meth:`create_scheduler` drives by GEKO's training progress: HF's
+        ``linear`` or ``cosine`` without ``lr_scheduler_kwargs`` (None: HF's own schedule stays)."""
+        name = getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type)
+        if self._geko_sampler is None or self.args.lr_scheduler_kwargs:
+            return None
+        return _PROGRESS_SCHEDULES.get(str(name))
+
     def create_scheduler(self, num_training_steps: int, optimizer: Any = None):
-        """HF's scheduler, times the Mountain Curriculum's LR multiplier at the current training
-        progress (GEKO selection with ``use_curriculum``), as in ``GEKOTrainer``. A scheduler that
-        is not a ``LambdaLR`` (e.g. ``reduce_lr_on_plateau``) is kept as it is (warned)."""
+        """HF's scheduler, made a function of GEKO's training progress and multiplied by the
+        Mountain Curriculum's LR multiplier (GEKO selection with ``use_curriculum``), as in
+        ``GEKOTrainer``. ``linear`` and ``cosine`` (without ``lr_scheduler_kwargs``) decay over
+        :meth:`GEKOSession.schedule_progress` (or the step share of ``num_training_steps`` when
+        that is ahead, e.g. under ``max_steps``), after HF's own linear warmup, so shrinking
+        epochs still end at LR 0; other types keep HF's step-based lambdas. A scheduler that is
+        not a ``LambdaLR`` (e.g. ``reduce_lr_on_plateau``) is kept as it is (warned when the
+        curriculum or the progress schedule would have applied)."""
         scheduler = super().create_scheduler(num_training_steps, optimizer)
+        if getattr(scheduler, "_geko_schedule", False):
+            return scheduler  # already wrapped (HF returns the scheduler it made before)
         session = self._geko_session
-        if session.curriculum_on and getattr(scheduler, "_geko_curriculum", False) is False:
-            if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
-                scheduler.lr_lambdas = [_with_multiplier(fn, session) for fn in scheduler.lr_lambdas]
-                # LambdaLR computed the initial learning rates before the wrap: recompute them.
-                for group, base, fn in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
-                    group["lr"] = base * fn(scheduler.last_epoch)
-                scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
-                scheduler._geko_curriculum = True
-            else:
-                warnings.warn(
-                    f"lr_scheduler {type(scheduler).__name__} is not a LambdaLR: the curriculum's learning-rate "
-                    "multiplier is not applied", stacklevel=2,
-                )
+        kind = self._geko_progress_schedule()
+        if kind is None and not session.curriculum_on:
+            return scheduler
+        if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            warnings.warn(
+                f"lr_scheduler {type(scheduler).__name__} is not a LambdaLR: GEKO's progress-based decay and the "
+                "curriculum's learning-rate multiplier are not applied", stacklevel=2,
+            )
+            return scheduler
+        fns = scheduler.lr_lambdas
+        if kind is not None:
+            warmup = self.args.get_warmup_steps(num_training_steps)
+            fns = [_progress_schedule(kind, warmup, num_training_steps, session) for _ in fns]
+        scheduler.lr_lambdas = [_with_multiplier(fn, session) for fn in fns]
+        # LambdaLR computed the initial learning rates before the wrap: recompute them.
+        for group, base, fn in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * fn(scheduler.last_epoch)
+        scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
+        scheduler._geko_schedule = True
         return scheduler
+
+
+# HF scheduler types whose shape depends on where the run ends, driven by GEKO's progress instead
+# of the step count (the constant ones do not depend on the end and stay HF's).
+_PROGRESS_SCHEDULES: dict[str, LRScheduleKind] = {"linear": LRScheduleKind.LINEAR, "cosine": LRScheduleKind.COSINE}
+
+
+def _progress_schedule(kind: LRScheduleKind, warmup: int, total_steps: int,
+                       session: GEKOSession) -> Callable[[int], float]:
+    # A plain function (not a callable object): LambdaLR.state_dict() then saves nothing of it,
+    # and a resumed run recomputes it from the restored sampler position and step.
+    def factor(step: int) -> float:
+        warm = step / max(1, warmup) if step < warmup else 1.0  # HF's own warmup
+        # The step share only leads when the run ends by steps (max_steps, fractional epochs,
+        # dataloader_drop_last); otherwise it trails the draws' progress.
+        progress = max(session.schedule_progress(), step / max(1, total_steps))
+        return warm * lr_schedule_factor(kind, progress)
+
+    return factor
 
 
 def _with_multiplier(fn: Callable[[int], float], session: GEKOSession) -> Callable[[int], float]:

@@ -195,7 +195,16 @@ class GEKOSampler(Sampler[int]):
 
     @property
     def progress(self) -> float:
-        """Fraction of the whole training done, for the curriculum (needs ``total_epochs``)."""
+        """Fraction of the whole training done, for the curriculum and the LR schedule (needs
+        ``total_epochs``): ``(epoch + draws done / plan length) / total_epochs``.
+
+        This is the share of the planned sample passes done, with the passes still to come
+        re-estimated at every epoch start as the current plan's length times the epochs left, and
+        the share already done carried over (so it never jumps at an epoch boundary when a plan
+        shrinks or grows): within an epoch every draw moves it by what is left over the passes
+        estimated to remain, which works out to the formula above. It is exactly 1.0 after the
+        last draw of the last epoch, however long the epochs were; stateless, so a resumed run
+        gets the same values."""
         if not self.total_epochs:
             return 0.0
         plan, _ = self._current()

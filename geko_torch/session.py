@@ -182,6 +182,14 @@ class GEKOSession:
         """The Mountain Curriculum is part of GEKO: baselines train with the plain schedule."""
         return self.config.use_curriculum and self.policy is SelectionKind.GEKO
 
+    def schedule_progress(self) -> float:
+        """Training progress in [0, 1] for the LR decay schedule (:mod:`geko_torch.schedules`): the
+        sampler's :attr:`~geko_torch.sampler.GEKOSampler.progress`, exactly 1.0 after the last draw
+        of the last planned epoch whatever the epochs' lengths (0 before the sampler exists)."""
+        if self.sampler is None or self.sampler.total_epochs is None:
+            return 0.0
+        return self.sampler.progress
+
     def lr_multiplier(self) -> float:
         """The curriculum's learning-rate multiplier at the current training progress (1 without
         curriculum, for baselines, and before the sampler exists)."""

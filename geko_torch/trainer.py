@@ -50,6 +50,7 @@ from .distributed import (
 from .lora import apply_lora, count_parameters
 from .rundir import TRAINER_LOG, TRAINER_STATE
 from .sampler import GEKOSampler
+from .schedules import lr_schedule_factor
 from .session import GEKOSession
 from .signals import batch_labels, model_logits
 from .tracker import GEKOTracker
@@ -272,10 +273,14 @@ class GEKOTrainer:
         return math.ceil(a.warmup_ratio * planned)
 
     def _lr_factor(self, step: int) -> float:
-        """Linear warmup, times the curriculum's LR multiplier at the current training progress."""
+        """Linear warmup, times the decay schedule (``args.lr_scheduler_type``) and the curriculum's
+        LR multiplier, both at the current training progress (not at ``step``: shrinking epochs
+        take fewer steps than planned, and the decay must still end at the last one). ``max_steps``
+        stops a run without moving the schedule's end, so a resumed run continues the same curve."""
         w = self.warmup_steps
         factor = min(1.0, (step + 1) / w) if w > 0 else 1.0
-        return factor * self.session.lr_multiplier()
+        progress = self.session.schedule_progress()
+        return factor * lr_schedule_factor(self.args.lr_scheduler_type, progress) * self.session.lr_multiplier()
 
     # ------------------------------------------------------------------ data
     def _loader_kwargs(self) -> dict[str, Any]:
@@ -713,6 +718,7 @@ class GEKOTrainer:
             f"  DataLoader workers: {_auto_workers(a.dataloader_num_workers)}",
             f"  Warmup steps      : {self.warmup_steps}"
             + ("" if a.warmup_steps is not None else f" ({a.warmup_ratio:g} of the planned steps)"),
+            f"  LR schedule       : {a.lr_scheduler_type.value} (over training progress)",
             f"  Selection         : {a.selection.policy.value}",
             f"  Curriculum        : {'ON' if self._curriculum_on else 'OFF'}",
             f"  Budget            : {budget}",

@@ -14,6 +14,7 @@ from geko_state.selection import SelectionConfig
 from geko_state.validate import check_int, check_number
 
 from .sampler import DEFAULT_REPLACEMENT
+from .schedules import DEFAULT_LR_SCHEDULE, LRScheduleKind, lr_schedule
 from .session import GEKOSettings
 
 __all__ = ["GEKOTrainingArgs"]
@@ -34,6 +35,10 @@ class GEKOTrainingArgs:
     # steps (a fixed 100 steps was more than a whole small run: its LR never reached its target)
     warmup_steps: int | None = None
     warmup_ratio: float = 0.05
+    # LR decay over training progress (the share of the planned epochs' draws done, so shrinking
+    # epochs still end at the schedule's end): "linear" (to 0), "cosine" (to 0) or "constant".
+    # Linear by default: a constant LR made uniform's final quality vary a lot between seeds.
+    lr_scheduler_type: LRScheduleKind | str = DEFAULT_LR_SCHEDULE
     logging_steps: int = 100
     save_steps: int = 1000
     eval_steps: int = 500
@@ -89,6 +94,7 @@ class GEKOTrainingArgs:
         if self.warmup_steps is not None:
             object.__setattr__(self, "warmup_steps", check_int(self.warmup_steps, "warmup_steps", 0, error=ConfigError))
         check_number(self.warmup_ratio, "warmup_ratio", 0, 1, high_open=True, error=ConfigError, what="a number")
+        object.__setattr__(self, "lr_scheduler_type", lr_schedule(self.lr_scheduler_type))
         for name in ("max_steps", "eval_batch_size", "save_total_limit"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, check_int(getattr(self, name), name, 1, error=ConfigError))
@@ -132,4 +138,5 @@ class GEKOTrainingArgs:
         out["budget"] = self.budget.value if isinstance(self.budget, BudgetKind) else self.budget
         out["history"] = dataclasses.asdict(self.history)
         out["selection"] = self.selection.to_dict()
+        out["lr_scheduler_type"] = self.lr_scheduler_type.value
         return out

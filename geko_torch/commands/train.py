@@ -233,6 +233,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     require_torch("train")
     from geko_state.selection import SelectionKind
 
+    from ..schedules import LRScheduleKind
     from ..text_data import DATA_FORMATS, DEFAULT_MAX_LENGTH
 
     _TA = _trainer_defaults()  # noqa: N806  (the name the option table reads best with)
@@ -283,6 +284,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     t.add_argument("--warmup-ratio", type=number_in(0, 1, high_open=True), default=_TA["warmup_ratio"], metavar="R",
                    help=f"warmup as a share of the run's planned optimizer steps, when --warmup-steps is not "
                         f"given (default {_TA['warmup_ratio']})")
+    t.add_argument("--lr-scheduler-type", choices=[k.value for k in LRScheduleKind],
+                   default=LRScheduleKind(_TA["lr_scheduler_type"]).value,
+                   help="learning-rate decay over training progress (the share of the planned epochs' draws "
+                        "done, so shorter GEKO or subset epochs still end at its end): linear or cosine to 0, or "
+                        f"constant; after the warmup (default {LRScheduleKind(_TA['lr_scheduler_type']).value})")
     t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="fp32, or bf16/fp16 autocast (fp16 adds a gradient scaler) (default fp32)")
     t.add_argument("--gradient-checkpointing", action="store_true",
@@ -308,7 +314,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--selection", choices=[k.value for k in SelectionKind], default=SelectionKind.GEKO.value,
                    help="sample-selection policy: geko, or a baseline on the same engine: uniform (every "
                         "sample each epoch), infobatch (InfoBatch soft pruning of low-loss samples), "
-                        "random_subset (a random --budget sized subset each epoch) (default geko)")
+                        "random_subset (a random --budget sized subset each epoch), rs2 (--budget sized epochs "
+                        "that walk through the data without replacement) (default geko)")
     g.add_argument("--with-replacement", action="store_true",
                    help="draw plans with replacement, so HARD samples can repeat within an epoch (the "
                         "seeds' behaviour; use with --preset seeds to reproduce the seeds exactly). "
@@ -460,7 +467,7 @@ def run_train(args: argparse.Namespace, *, config: GEKOConfig | None = None,
     train_args = GEKOTrainingArgs(
         output_dir=str(args.output_dir), num_epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.lr, warmup_steps=args.warmup_steps, warmup_ratio=args.warmup_ratio,
-        gradient_accumulation_steps=args.grad_accum,
+        lr_scheduler_type=args.lr_scheduler_type, gradient_accumulation_steps=args.grad_accum,
         seed=args.seed, bf16=args.precision == "bf16", fp16=args.precision == "fp16",
         gradient_checkpointing=args.gradient_checkpointing, compile_model=args.compile,
         dataloader_num_workers=args.workers, budget=budget, selection=args.selection, max_steps=args.max_steps,

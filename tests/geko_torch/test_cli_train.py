@@ -302,6 +302,22 @@ def test_selection_uniform_end_to_end_and_bad_selection(capsys, tmp_path, gpt2_d
     assert e.value.code == 2 and "--selection" in err and "'greedy'" in err and "infobatch" in err
 
 
+def test_selection_rs2_with_a_budget_and_a_cosine_schedule(capsys, tmp_path, gpt2_dir, data):
+    out = tmp_path / "rs2"
+    code, stdout, stderr = _train(capsys, gpt2_dir, data["sft_jsonl"], "--prompt-field", "prompt",
+                                  "--response-field", "response", "--selection", "rs2", "--budget", "0.5",
+                                  "--lr-scheduler-type", "cosine", "--output-dir", out, *FAST)
+    assert code == 0, stderr
+    assert "Selection         : rs2" in stdout and "LR schedule       : cosine" in stdout
+    assert pl.read_parquet(out / "epochs.parquet")["samples_trained"].to_list() == [12, 12]  # 24 rows, half each
+    args = json.loads((next(out.glob("checkpoint-*")) / "trainer_state.json").read_text())["extra"]["args"]
+    assert args["selection"]["policy"] == "rs2" and args["lr_scheduler_type"] == "cosine"
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", str(gpt2_dir), str(data["sft_jsonl"]), "--text-field", "prompt",
+                  "--lr-scheduler-type", "step"])
+    assert e.value.code == 2 and "--lr-scheduler-type" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------- text_data units
 def test_sft_items_mask_the_prompt(gpt2_dir, data):
     from transformers import AutoTokenizer

@@ -85,7 +85,8 @@ def test_uniform_trains_every_sample_every_epoch(tmp_path, capsys):
 
 def test_baselines_train_with_the_plain_warmup_schedule(tmp_path):
     cfg = GEKOConfig(log_bucket_stats=False)  # curriculum on
-    kw = {"warmup_steps": 2, "learning_rate": 1e-2, "num_epochs": 2}
+    # constant: the warmup alone (the default linear decay is tested in test_lr_schedule.py)
+    kw = {"warmup_steps": 2, "learning_rate": 1e-2, "num_epochs": 2, "lr_scheduler_type": "constant"}
     geko = GEKOTrainer(TinyClassifier(), cls_items(16), config=cfg, args=_args(tmp_path, "g", **kw))
     uni = GEKOTrainer(TinyClassifier(), cls_items(16), config=cfg, args=_args(tmp_path, "u", selection="uniform", **kw))
     assert geko._lr_factor(10) == pytest.approx(0.5)  # WARMUP phase multiplier at progress 0

@@ -73,14 +73,16 @@ class _Runs:
     """Runs of both trainers on the same model, data and settings, recording each epoch's plan."""
 
     def __init__(self, tmp_path: Path, *, data: list[dict], config: GEKOConfig, epochs: int, accum: int = 1,
-                 model: type = TinyClassifier, correctness=None) -> None:
+                 model: type = TinyClassifier, correctness=None, schedule: str = "constant") -> None:
         self.tmp, self.data, self.config, self.epochs, self.accum = tmp_path, data, config, epochs, accum
+        self.schedule = schedule  # the LR decay of both trainers (constant: the runs compare the plans)
         self.model, self.correctness = model, correctness
 
     def geko(self, name: str, *, max_steps: int | None = None, resume: Path | None = None, seed: int = 0):
         args = GEKOTrainingArgs(
             output_dir=str(self.tmp / name), num_epochs=self.epochs, batch_size=BATCH, learning_rate=LR,
-            weight_decay=0.0, warmup_steps=0, gradient_accumulation_steps=self.accum, seed=0,
+            weight_decay=0.0, warmup_steps=0, lr_scheduler_type=self.schedule,
+            gradient_accumulation_steps=self.accum, seed=0,
             logging_steps=1, save_steps=10_000, eval_steps=10_000, max_steps=max_steps, device="cpu",
             dataloader_num_workers=0, report=False, disable_progress_bar=True, plots=False, save_at_end=False,
         )
@@ -104,7 +106,7 @@ class _Runs:
         args = TrainingArguments(
             output_dir=str(self.tmp / name), report_to="none", use_cpu=True, disable_tqdm=True,
             dataloader_num_workers=0, per_device_train_batch_size=BATCH, gradient_accumulation_steps=self.accum,
-            num_train_epochs=self.epochs, learning_rate=LR, weight_decay=0.0, lr_scheduler_type="constant",
+            num_train_epochs=self.epochs, learning_rate=LR, weight_decay=0.0, lr_scheduler_type=self.schedule,
             warmup_steps=0, optim="adamw_torch", save_strategy="no", logging_strategy="no", seed=0,
         )
         rec = _PlanRecorder()
@@ -217,6 +219,17 @@ def test_curriculum_lr_multiplier_in_both_trainers(tmp_path):
     assert multiplier != 1.0  # CONSOLIDATE at the end
     assert h.lr_scheduler.get_last_lr()[0] == pytest.approx(LR * multiplier)
     assert g.scheduler.get_last_lr()[0] == pytest.approx(LR * multiplier)
+
+
+def test_progress_based_lr_decay_in_both_trainers(tmp_path):
+    # A linear decay over training progress: both trainers reach LR 0 at their last step although
+    # GEKO's shrinking epochs take fewer steps than the full-data count HF sizes its schedule with.
+    runs = _Runs(tmp_path, data=items(), config=FAST, epochs=3, accum=2, schedule="linear")
+    g, h = runs.geko("geko"), runs.hf("hf")
+    _parity(g, h)  # same weights: the same learning rate at every step
+    assert read_summary(g.run.root)["samples_trained"][-1] < N
+    assert h.state.global_step < h.state.max_steps
+    assert g.scheduler.get_last_lr()[0] == h.lr_scheduler.get_last_lr()[0] == 0.0
 
 
 def test_stopped_and_resumed_runs_end_like_the_uninterrupted_ones(tmp_path):
