@@ -17,7 +17,9 @@ rate and seed:
 * ``random_subset``: a fresh random subset each epoch, matched to ``geko``'s compute;
 * ``infobatch``: InfoBatch (drop below-mean-loss samples with p=0.5, rescale the kept, full data in
   the last 12.5% of epochs), Emax epochs;
-* ``geko``: GEKO with the shipped defaults; ``geko_seeds``: the seeds' settings (``PRESETS["seeds"]``).
+* ``geko``: GEKO with the shipped defaults; ``geko_seeds``: the seeds' settings (``PRESETS["seeds"]``);
+  ``geko_tokacc`` (causal LM only): the defaults with a sample correct when 70% of its response
+  tokens are predicted right, instead of mean loss < 0.5.
 
 Compute is counted three ways: training sample passes, forward-only sample passes (none of these
 policies scores samples without training them; the field is kept for policies that do, counted at
@@ -33,7 +35,7 @@ Figures, per task and noise rate:
   compute as a share of the cheapest uniform run's (``compute_share_at_target``);
 * at equal compute, the policy's quality minus RS2's (RS2's final quality interpolated linearly in
   compute between its runs, uniform-e{Emax} being RS2 at f=1), paired by seed: mean and 95%
-  t-interval.
+  t-interval (none for RS2's own runs).
 
 ``frontier.json`` schema::
 
@@ -95,6 +97,7 @@ class RunSpec:
     args: dict[str, Any] = field(default_factory=dict)
     epochs: int | None = None  # None: the task's Emax
     match: str | None = None  # size the budget to this run's training passes (same seed)
+    task: str | None = None  # only on tasks of this trainer task ("causal_lm" / "classification")
 
 
 def run_specs(emax: int, fractions: list[float], families: set[str] | None = None) -> list[RunSpec]:
@@ -105,6 +108,8 @@ def run_specs(emax: int, fractions: list[float], families: set[str] | None = Non
         RunSpec("infobatch", "infobatch", args={"selection": "infobatch"}),
         RunSpec("geko", "geko", args={"selection": "geko"}),
         RunSpec("geko_seeds", "geko_seeds", preset="seeds", args={"selection": "geko", "replacement": True}),
+        # Causal LM correctness by token accuracy instead of the default mean loss < 0.5 (issue 17).
+        RunSpec("geko_tokacc", "geko_tokacc", args={"selection": "geko", "token_accuracy": 0.7}, task="causal_lm"),
         RunSpec("rs2-matched", "rs2", args={"selection": "rs2"}, match="geko"),
         RunSpec("random_subset", "random_subset", args={"selection": "random_subset"}, match="geko"),
     ]
@@ -116,7 +121,8 @@ def _frozen_share(bucket: Any, mask: Any) -> float:
     return float((bucket[mask] == 0).mean()) if mask.any() else float("nan")
 
 
-def run_one(data: Any, spec: RunSpec, seed: int, out: Path, scheduler: str, budget: float | None) -> dict[str, Any]:
+def run_one(data: Any, spec: RunSpec, seed: int, out: Path, scheduler: str, budget: float | None,
+            device: str | None = None) -> dict[str, Any]:
     import torch
 
     from geko_state import PRESETS
@@ -130,7 +136,8 @@ def run_one(data: Any, spec: RunSpec, seed: int, out: Path, scheduler: str, budg
         overrides["budget"] = budget
     epochs = spec.epochs or data.epochs
     args = data.training_args(out, seed=seed, num_epochs=epochs, warmup_steps=None, warmup_ratio=0.05,
-                              lr_scheduler_type=scheduler, disable_progress_bar=True, plots=False, **overrides)
+                              lr_scheduler_type=scheduler, disable_progress_bar=True, plots=False, device=device,
+                              **overrides)
     config = PRESETS[spec.preset] if spec.preset else DEFAULT_CONFIG
     trainer = GEKOTrainer(model, data.train, eval_dataset=data.eval, config=config, args=args)
     eval_s = 0.0
@@ -170,25 +177,27 @@ def run_one(data: Any, spec: RunSpec, seed: int, out: Path, scheduler: str, budg
     }
 
 
-def run_group(task: str, noise: float, seed: int, quick: bool, specs: list[RunSpec], scheduler: str,
-              threads: int) -> dict[str, Any]:
+def run_group(task: str, noise: float, seed: int, size: Any, specs: list[RunSpec], scheduler: str,
+              threads: int, device: str | None = None) -> dict[str, Any]:
     """Every run of one (task, noise, seed), in one process: the task is built once."""
     import torch
 
     from geko_torch.frontier import build_frontier_task
 
     torch.set_num_threads(threads)
-    data = build_frontier_task(task, noise=noise, quick=quick)
+    data = build_frontier_task(task, noise=noise, size=size)
     runs: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for spec in specs:
+            if spec.task not in (None, data.task):
+                continue
             budget = None
             if spec.match:
                 ref = runs.get(spec.match)
                 if ref is None:
                     continue
                 budget = ref["passes"] / (len(data.train) * data.epochs)
-            r = run_one(data, spec, seed, Path(tmp) / spec.name, scheduler, budget)
+            r = run_one(data, spec, seed, Path(tmp) / spec.name, scheduler, budget, device)
             runs[spec.name] = r
             print(f"{task} noise {noise:g} seed {seed} {spec.name:14s} compute {r['compute_share']:5.2f} "
                   f"final {r['final']:.4f} train wall {r['train_wall_s']:6.1f} s", flush=True)
@@ -216,8 +225,12 @@ def reached(value: float, target: float, metric: dict[str, Any]) -> bool:
 
 
 def _interp(points: list[tuple[float, float]], x: float) -> float:
-    """Piecewise-linear value at ``x`` through (compute, quality) points; clamped at the ends."""
-    pts = sorted(points)
+    """Piecewise-linear value at ``x`` through (compute, quality) points (runs at the same compute
+    averaged); clamped at the ends."""
+    at: dict[float, list[float]] = {}
+    for px, py in points:
+        at.setdefault(px, []).append(py)
+    pts = sorted((px, statistics.fmean(ys)) for px, ys in at.items())
     if x <= pts[0][0]:
         return pts[0][1]
     for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
@@ -243,7 +256,7 @@ def summarise(runs: list[dict[str, Any]], metric: dict[str, Any], emax: int) -> 
         rs = [by[(n, s)] for s in seeds if (n, s) in by]
         compute = statistics.fmean(r["compute"] for r in rs)
         diffs = []
-        for r in rs:
+        for r in rs if rs[0]["family"] != "rs2" else []:  # RS2 against itself says nothing
             rs2 = [(x["compute"], x["final"]) for x in runs if x["seed"] == r["seed"]
                    and (x["family"] == "rs2" or x["policy"] == f"uniform-e{emax}")]
             if rs2:
@@ -308,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr-scheduler", default="linear", choices=["linear", "cosine", "constant"])
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (1: steadier timings)")
     p.add_argument("--jobs", type=int, default=1, help="(task, noise, seed) groups run in parallel processes")
+    p.add_argument("--device", default=None, help="torch device for training (default: cuda when available, else cpu)")
+    p.add_argument("--n-train", type=int, default=None, help="training samples (default: the task's size)")
+    p.add_argument("--n-eval", type=int, default=None, help="eval samples (default: the task's size)")
+    p.add_argument("--epochs", type=int, default=None, help="Emax, the most epochs a run trains (default: the task's)")
     p.add_argument("--json", type=Path, default=None, help="default benchmarks/results/frontier[_quick].json")
     a = p.parse_args(argv)
     noise = a.noise if a.noise is not None else ([0.0, 0.2] if a.quick else [0.0, 0.1, 0.2])
@@ -318,13 +335,16 @@ def main(argv: list[str] | None = None) -> int:
     except GekoError as e:
         print(f"bench_frontier: {e}", file=sys.stderr)
         return 2
-    jobs = []
+    jobs, sizes = [], {}
     for task in a.tasks:
         seeds = a.seeds if a.seeds is not None else ([0] if a.quick else
                                                      [0, 1, 2] if task == "wordnet-definitions" else [0, 1, 2, 3, 4])
         size = FRONTIER_TASKS[task].quick if a.quick else FRONTIER_TASKS[task].full
+        size = dataclasses.replace(size, n_train=a.n_train or size.n_train, n_eval=a.n_eval or size.n_eval,
+                                   epochs=a.epochs or size.epochs)
+        sizes[task] = size
         specs = run_specs(size.epochs, fractions, families)
-        jobs += [(task, r, s, a.quick, specs, a.lr_scheduler, a.threads) for r in noise for s in seeds]
+        jobs += [(task, r, s, size, specs, a.lr_scheduler, a.threads, a.device) for r in noise for s in seeds]
     t0 = time.perf_counter()
     if a.jobs > 1:
         with ProcessPoolExecutor(a.jobs) as pool:
@@ -339,9 +359,10 @@ def main(argv: list[str] | None = None) -> int:
         "quick": a.quick, "lr_scheduler": a.lr_scheduler, "rs2_fractions": fractions,
         "total_s": time.perf_counter() - t0,
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-                    "threads_per_run": a.threads, "jobs": a.jobs, "cpus": os.cpu_count(), "device": "cpu"},
-        "settings": {t: dataclasses.asdict(FRONTIER_TASKS[t].quick if a.quick else FRONTIER_TASKS[t].full)
-                     for t in a.tasks},
+                    "threads_per_run": a.threads, "jobs": a.jobs, "cpus": os.cpu_count(),
+                    "device": a.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "settings": {t: dataclasses.asdict(size) for t, size in sizes.items()},
         "results": results,
     }
     path = a.json or RESULTS / ("frontier_quick.json" if a.quick else "frontier.json")

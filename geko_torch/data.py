@@ -23,10 +23,11 @@ def _check_item(item: Any, index: int) -> Mapping:
             f"dataset[{index}] is a {type(item).__name__}; GEKO expects each item to be a dict with "
             "at least an 'input_ids' key (e.g. {'input_ids': [...], 'labels': [...]})"
         )
-    if "input_ids" not in item:
+    # inputs_embeds: models fed precomputed embeddings or hidden states (transformers' alternative input)
+    if "input_ids" not in item and "inputs_embeds" not in item:
         raise InputError(
             f"dataset[{index}] has keys {sorted(map(str, item))[:8]} but no 'input_ids'; GEKO expects "
-            "each item to be a dict with at least an 'input_ids' key"
+            "each item to be a dict with at least an 'input_ids' key (or 'inputs_embeds')"
         )
     return item
 

@@ -184,7 +184,7 @@ FRONTIER_TASKS: dict[str, FrontierTask] = {
         FrontierTask("wordnet-definitions", "SmolLM2-135M-Instruct learns to define WordNet nouns (SFT, top 2 layers)",
                      _definitions,
                      full=TaskSize(600, 200, epochs=3, batch_size=16, learning_rate=2e-4, max_length=20),
-                     quick=TaskSize(200, 100, epochs=3, batch_size=16, learning_rate=2e-4, max_length=20)),
+                     quick=TaskSize(160, 80, epochs=3, batch_size=16, learning_rate=2e-4, max_length=20)),
     )
 }
 
