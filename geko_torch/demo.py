@@ -3,13 +3,12 @@
 A small model is first trained on a base task, then fine-tuned twice from the same weights on a
 training set of easy, hard and mislabeled samples: once with GEKO (the trainer's defaults), once
 with uniform full-data training (every sample every epoch). Both runs are ordinary GEKOTrainer run
-directories; every figure printed is read back from them.
+directories; every figure printed is read back from them (wall times: see :mod:`.demo_wall`).
 """
 from __future__ import annotations
 
 import copy
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from geko_state import build_report
 from geko_state.history import read_summary
 from geko_state.io import atomic_path
 
+from .demo_wall import RunClock, wall_lines, warm_up
 from .tasks import TASKS, SampleKind, TaskData, build_task
 
 __all__ = ["COMPARISON_FILE", "KINDS_FILE", "DemoResult", "run_demo"]
@@ -42,37 +42,26 @@ class DemoResult:
 
 
 def _train(data: TaskData, policy: str, out: Path, *, seed: int, epochs: int, progress: bool) -> dict[str, Any]:
+    import torch
+
     from .trainer import GEKOTrainer
 
     args = data.training_args(out, seed=seed, num_epochs=epochs, selection=policy, save_at_end=True,
                               save_total_limit=1, disable_progress_bar=not progress, progress_label=f"{policy:7s}")
     model = copy.deepcopy(data.model)
     trainer = GEKOTrainer(model, data.train, eval_dataset=data.eval, args=args)
-    t0 = time.perf_counter()
+    clock = RunClock()
     metrics = trainer.train()
-    metrics["wall_s"] = time.perf_counter() - t0
+    metrics["wall_s"], metrics["cpu_s"] = clock.stop()
+    times = trainer.phase_times
+    metrics["geko_work_s"] = times[times.GEKO] + times[times.PLOTS]
+    metrics["eval_s"] = times[times.EVAL]
+    metrics["threads"] = torch.get_num_threads()
+    metrics["device"] = trainer.device.type
     evals = [r for r in trainer.log_history if data.metric.key in r]
     metrics["eval_curve"] = [float(r[data.metric.key]) for r in evals]
     trainer.close()
     return metrics
-
-
-def _warm_engine() -> None:
-    """Compile the engine's numba kernels (cached on disk after the first time) before the timed
-    runs, so the first run's wall time does not include the compilation."""
-    from geko_state import StateStore
-
-    from .threads import torch_threads_kept
-
-    n = 4096
-    rng = np.random.default_rng(0)
-    with torch_threads_kept(), StateStore.create(n, None) as store:
-        for replacement in (True, False):
-            ids = np.arange(n, dtype=np.int64)
-            store.observe(ids, rng.random(n).astype(np.float32), rng.random(n).astype(np.float32), rng.random(n) < 0.5)
-            store.observe(ids[:32], np.ones(32, np.float32), np.ones(32, np.float32), np.ones(32, bool))
-            store.repartition()
-            store.build_plan(0, replacement=replacement, total_epochs=4)
 
 
 def _write_kinds(data: TaskData, path: Path) -> None:
@@ -127,7 +116,7 @@ def run_demo(out: str | Path = "runs/demo", *, task: str = "topics", seed: int =
     say(f"  done in {data.base_seconds:.1f} s. Fine-tuning set: {len(data.train):,} samples "
         f"({counts[0]:,} easy, {counts[1]:,} hard, {counts[2]:,} mislabeled); clean eval set: {len(data.eval):,}")
     _write_kinds(data, out / KINDS_FILE)
-    _warm_engine()
+    warm_up()
 
     runs = {name: out / name for name in _POLICIES}
     summary: dict[str, Any] = {"task": task, "seed": seed, "epochs": epochs, "n_samples": len(data.train),
@@ -144,8 +133,9 @@ def run_demo(out: str | Path = "runs/demo", *, task: str = "topics", seed: int =
             "eval_curve": m["eval_curve"],
             "eval_loss": m["eval_loss"],
             "eval_accuracy": m["eval_accuracy"],
-            "wall_s": m["wall_s"],
+            **{k: m[k] for k in ("wall_s", "cpu_s", "geko_work_s", "eval_s", "threads")},
         }
+        summary["device"] = m["device"]
     with atomic_path(out / COMPARISON_FILE) as tmp:
         Path(tmp).write_text(json.dumps(summary, indent=1))
     _plot(summary, data, out / PLOT_FILE)
@@ -181,6 +171,7 @@ def format_demo(result: DemoResult) -> str:
                                for b, name in enumerate(("FREEZE", "LIGHT", "FOCUS", "HARD")))
             by_kind.append(f"  {k.name.lower():>10}: {shares}")
     saved = 1 - g["samples_trained"] / u["samples_trained"]
+    wall_rows, wall_after = wall_lines(s)
     lines += [
         "",
         "Where each kind of sample ended (GEKO's buckets):", *by_kind,
@@ -188,9 +179,10 @@ def format_demo(result: DemoResult) -> str:
         f"{'':22}{'GEKO':>14}{'uniform':>14}",
         f"{'samples trained':22}{g['samples_trained']:>14,}{u['samples_trained']:>14,}",
         f"{'final ' + label:22}{fmt(g['final_eval']):>14}{fmt(u['final_eval']):>14}",
-        f"{'wall time':22}{g['wall_s']:>13.1f}s{u['wall_s']:>13.1f}s",
+        *wall_rows,
         (f"Compute actually saved by GEKO: {100 * saved:.1f}% of uniform's sample passes "
         f"({g['samples_trained']:,} vs {u['samples_trained']:,})."),
+        *wall_after,
         "",
         f"Run directory: {result.out}  (geko/ and uniform/ runs, {COMPARISON_FILE}, {PLOT_FILE}, {KINDS_FILE})",
         "Try:",

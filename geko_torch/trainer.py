@@ -53,6 +53,7 @@ from .sampler import GEKOSampler
 from .schedules import lr_schedule_factor
 from .session import GEKOSession
 from .signals import batch_labels, model_logits
+from .timing import PhaseTimes
 from .tracker import GEKOTracker
 from .training_args import GEKOTrainingArgs
 
@@ -185,6 +186,8 @@ class GEKOTrainer:
         self._stop_requested = False  # request_stop(); read between optimizer steps
         self._resumed_from: Path | None = None  # load_checkpoint's path, for the messages
         self._stop_agreed = False
+        # Wall seconds of the last train() per phase: how much of a run was GEKO's own work.
+        self.phase_times = PhaseTimes()
 
     # ------------------------------------------------------------------ construction helpers
     def _pick_device(self, requested: str | None) -> torch.device:
@@ -357,13 +360,16 @@ class GEKOTrainer:
         self._print_header()
         model = self.model
         accum = a.gradient_accumulation_steps
+        times = self.phase_times
+        times.reset()
         t_start = time.perf_counter()
         self._loss_mark = self._loss_totals()
         stopped_early = mastered = False
         while self.store.epoch < a.num_epochs:
             epoch = self.store.epoch
-            loader = self._train_loader()
-            n_batches = len(loader)
+            with times(times.GEKO):  # the epoch's plan is drawn here
+                loader = self._train_loader()
+                n_batches = len(loader)
             bar = tqdm(total=n_batches, desc=f"{a.progress_label} {epoch + 1}/{a.num_epochs}", unit="batch",
                        disable=a.disable_progress_bar or not self._is_main_process(), leave=True)
             model.train()
@@ -386,7 +392,8 @@ class GEKOTrainer:
             bar.close()
             if stopped_early:
                 break
-            end = self.session.end_epoch()
+            with times(times.GEKO):
+                end = self.session.end_epoch()
             stats, mean_loss, trained = end.stats, end.mean_loss, end.samples_trained
             self._log({"epoch": stats.epoch, "train_loss": mean_loss, "samples_trained": trained,
                        **{f"{b.name.lower()}_count": c for b, c in stats.counts.items()}, "pruned": stats.pruned})
@@ -394,7 +401,8 @@ class GEKOTrainer:
                 print(f"[Epoch {stats.epoch}] Average Loss: {mean_loss:.4f}  (trained {trained:,} samples)")
                 print(stats.format_line(), flush=True)
             if self.eval_dataset is not None:
-                self._log(self.evaluate())
+                with times(times.EVAL):
+                    self._log(self.evaluate())
             if end.stop:
                 mastered = True
                 self._say(f"[GEKO] The state is mastered after epoch {stats.epoch}; stopping training")
@@ -407,10 +415,13 @@ class GEKOTrainer:
                     "checkpoint": str(self.run.root / f"checkpoint-{self.global_step}")}
         self._finished = True
         if a.save_at_end:
-            self.save_checkpoint(self.run.root / f"checkpoint-{self.global_step}")
-        self._render_plots()
+            with times(times.CHECKPOINTS):
+                self.save_checkpoint(self.run.root / f"checkpoint-{self.global_step}")
+        with times(times.PLOTS):
+            self._render_plots()
         # Rank 0 read the history it wrote; the other ranks get its figures.
-        metrics = broadcast_json(self._final_metrics(elapsed) if self._is_main_process() else None)
+        with times(times.GEKO):
+            metrics = broadcast_json(self._final_metrics(elapsed) if self._is_main_process() else None)
         if mastered:
             metrics["stopped_mastered"] = True
         self._print_summary(metrics)
@@ -418,7 +429,9 @@ class GEKOTrainer:
 
     def _train_group(self, group: list[dict[str, Any]]) -> None:
         """Forward and backward the micro-batches of one optimizer step, then step."""
-        count = self.session.group_count(group, self.device)
+        times = self.phase_times
+        with times(times.GEKO):
+            count = self.session.group_count(group, self.device)
         for j, batch in enumerate(group):
             ids = batch.pop(SAMPLE_ID)
             batch = self._to_device(batch)
@@ -426,10 +439,14 @@ class GEKOTrainer:
             with self._no_sync(not sync), self._autocast():
                 outputs = self._forward(batch)
                 logits = model_logits(outputs)
-                sig = self.tracker.signals(logits, batch_labels(batch, logits), outputs=outputs, batch=batch)
+                # Counted as GEKO's although a plain loop computes a loss here too: the per-sample
+                # signals cost a little more, and GEKO's share is better overstated than hidden.
+                with times(times.GEKO):
+                    sig = self.tracker.signals(logits, batch_labels(batch, logits), outputs=outputs, batch=batch)
             # The session records the raw signals and weighs the losses (InfoBatch's loss weights,
             # nan_policy="skip"'s mask) over the whole accumulated global batch.
-            loss, _ = self.session.train_loss(ids, sig, count, accumulation_steps=len(group))
+            with times(times.GEKO):
+                loss, _ = self.session.train_loss(ids, sig, count, accumulation_steps=len(group))
             with self._no_sync(not sync):
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
         self._optimizer_step()
@@ -487,11 +504,14 @@ class GEKOTrainer:
             self._log({"step": step, "epoch": self.store.epoch, "train_loss": self.tracker.epoch_mean_loss,
                        "step_loss": self._step_loss(), "learning_rate": self.scheduler.get_last_lr()[0],
                        "phase": (p.value if (p := self.sampler.phase()) else None)})
+        times = self.phase_times
         if self.eval_dataset is not None and step % a.eval_steps == 0:
-            self._log(self.evaluate())
+            with times(times.EVAL):
+                self._log(self.evaluate())
         done = (a.max_steps is not None and step >= a.max_steps) or self._stop_now(step)
         if step % a.save_steps == 0 or done:
-            self.save_checkpoint(self.run.root / f"checkpoint-{step}")
+            with times(times.CHECKPOINTS):
+                self.save_checkpoint(self.run.root / f"checkpoint-{step}")
         return done
 
     def _loss_totals(self) -> tuple[int, int, float]:

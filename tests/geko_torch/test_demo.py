@@ -11,6 +11,7 @@ import pytest
 from geko_state import StateStore, build_report, query
 from geko_torch.cli import main
 from geko_torch.demo import COMPARISON_FILE, KINDS_FILE, format_demo, run_demo
+from geko_torch.demo_wall import wall_lines
 from geko_torch.tasks import TASKS, SampleKind, build_task
 
 
@@ -48,6 +49,18 @@ def test_demo_command_prints_what_the_run_directories_hold(tmp_path, capsys):
     final = re.search(r"final eval accuracy\s+([\d.]+)%\s+([\d.]+)%", text)
     assert float(final.group(1)) == pytest.approx(100 * summary["geko"]["final_eval"], abs=0.051)
     assert float(final.group(2)) == pytest.approx(100 * summary["uniform"]["final_eval"], abs=0.051)
+
+    # wall times: the printed rows are comparison.json's, GEKO's work and evaluation are parts of the
+    # run, and the verdict says saved or more (no assertion on the times themselves: they are noise)
+    for key, label in (("wall_s", "wall time"), ("geko_work_s", "of it GEKO work"), ("eval_s", "of it evaluation")):
+        row = re.search(rf"{label}\s+([\d.]+)s\s+([\d.]+)s", text)
+        for i, name in enumerate(("geko", "uniform")):
+            assert float(row.group(i + 1)) == pytest.approx(summary[name][key], abs=0.051)
+    for name in ("geko", "uniform"):
+        assert 0 < summary[name]["geko_work_s"] + summary[name]["eval_s"] <= summary[name]["wall_s"]
+        assert summary[name]["cpu_s"] > 0 and summary[name]["threads"] >= 1
+    assert re.search(r"^(Wall time saved by GEKO: [\d.]+%|GEKO took [\d.]+% more wall time than uniform) \(",
+                     text, flags=re.MULTILINE)
 
     # the files the printed commands use exist and work
     for f in ("comparison.png", KINDS_FILE, "geko/state.arrow", "geko/plots/bucket_shares.png"):
@@ -99,3 +112,27 @@ def test_build_task_rejects_unknown_names():
 
     with pytest.raises(InputError, match="unknown task 'nope'"):
         build_task("nope")
+
+
+def _wall_summary(geko_wall: float, uniform_wall: float, *, cpu_share: float = 1.0, device: str = "cpu") -> dict:
+    def run(wall: float) -> dict:
+        work = 1.0
+        return {"wall_s": wall, "geko_work_s": work, "eval_s": 0.5, "threads": 2,
+                "cpu_s": cpu_share * ((wall - work) * 2 + work)}
+    return {"geko": run(geko_wall), "uniform": run(uniform_wall), "device": device}
+
+
+def test_wall_lines_say_more_wall_time_when_geko_is_slower():
+    _, after = wall_lines(_wall_summary(12.0, 11.0))  # against uniform without its bookkeeping: 10.0 s
+    assert after[0].startswith("GEKO took 20.0% more wall time than uniform (12.0s")
+    _, after = wall_lines(_wall_summary(8.0, 11.0))
+    assert after[0].startswith("Wall time saved by GEKO: 20.0% (8.0s")
+
+
+def test_wall_lines_note_a_busy_machine_on_cpu_only():
+    assert not any(line.startswith("Note:") for line in wall_lines(_wall_summary(8.0, 11.0))[1])
+    busy = wall_lines(_wall_summary(8.0, 11.0, cpu_share=0.5))[1]
+    assert busy[-1].startswith("Note: the runs got 50% (GEKO) and 50% (uniform)")
+    # a GPU run leaves the host's cores idle while it waits: its CPU share says nothing
+    assert not any(line.startswith("Note:") for line in wall_lines(_wall_summary(8.0, 11.0, cpu_share=0.5,
+                                                                                  device="cuda"))[1])
