@@ -18,8 +18,9 @@ rate and seed:
 * ``infobatch``: InfoBatch (drop below-mean-loss samples with p=0.5, rescale the kept, full data in
   the last 12.5% of epochs), Emax epochs;
 * ``geko``: GEKO with the shipped defaults; ``geko_seeds``: the seeds' settings (``PRESETS["seeds"]``);
-  ``geko_tokacc`` (causal LM only): the defaults with a sample correct when 70% of its response
-  tokens are predicted right, instead of mean loss < 0.5.
+  ``geko_lossrule`` (causal LM only): the defaults with the seeds' correctness rule (mean token
+  loss < 0.5) instead of the default (>= 50% of the response tokens right). Result files written
+  before that default changed hold ``geko`` with the loss rule and ``geko_tokacc`` (70% of tokens).
 
 Compute is counted three ways: training sample passes, forward-only sample passes (none of these
 policies scores samples without training them; the field is kept for policies that do, counted at
@@ -108,8 +109,8 @@ def run_specs(emax: int, fractions: list[float], families: set[str] | None = Non
         RunSpec("infobatch", "infobatch", args={"selection": "infobatch"}),
         RunSpec("geko", "geko", args={"selection": "geko"}),
         RunSpec("geko_seeds", "geko_seeds", preset="seeds", args={"selection": "geko", "replacement": True}),
-        # Causal LM correctness by token accuracy instead of the default mean loss < 0.5 (issue 17).
-        RunSpec("geko_tokacc", "geko_tokacc", args={"selection": "geko", "token_accuracy": 0.7}, task="causal_lm"),
+        # Causal LM: the seeds' correctness rule (mean loss < 0.5) instead of the default token accuracy.
+        RunSpec("geko_lossrule", "geko_lossrule", args={"selection": "geko", "token_accuracy": None}, task="causal_lm"),
         RunSpec("rs2-matched", "rs2", args={"selection": "rs2"}, match="geko"),
         RunSpec("random_subset", "random_subset", args={"selection": "random_subset"}, match="geko"),
     ]
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="training seeds (default 0-4 for classification, 0-2 for SFT; --quick: 0)")
     p.add_argument("--fractions", nargs="+", type=float, default=None, help="RS2 fractions (default 0.3 0.5 0.7)")
     p.add_argument("--policies", nargs="+", default=None,
-                   help="families to run: uniform rs2 infobatch geko geko_seeds random_subset (default all)")
+                   help="families to run: uniform rs2 infobatch geko geko_seeds geko_lossrule random_subset (default all)")
     p.add_argument("--lr-scheduler", default="linear", choices=["linear", "cosine", "constant"])
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (1: steadier timings)")
     p.add_argument("--jobs", type=int, default=1, help="(task, noise, seed) groups run in parallel processes")

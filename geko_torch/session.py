@@ -47,7 +47,7 @@ from .checkpoint import (
 from .data import SAMPLE_ID
 from .distributed import replica_path
 from .sampler import DEFAULT_REPLACEMENT, GEKOSampler
-from .signals import IGNORE_INDEX, TaskKind, lm_labels
+from .signals import DEFAULT_TOKEN_ACCURACY, IGNORE_INDEX, TaskKind, lm_labels
 from .tracker import GEKOTracker
 
 __all__ = ["DEFAULT_REPLACEMENT", "EpochEnd", "GEKOSession", "GEKOSettings"]
@@ -73,8 +73,9 @@ class GEKOSettings:
     selection: SelectionConfig | str = "geko"  # "geko" or a baseline: "uniform", "infobatch", "random_subset"
     history: HistoryConfig = field(default_factory=HistoryConfig)
     task: str = "auto"  # "auto", "causal_lm" or "classification"
-    correct_loss_below: float = 0.5  # causal LM: a sample is correct when its loss is below this
-    token_accuracy: float | None = None  # causal LM: or when this share of its tokens is right
+    correct_loss_below: float = 0.5  # causal LM with token_accuracy=None: correct when its loss is below this
+    # causal LM: correct when this share of its response tokens is right (None: mean loss < correct_loss_below)
+    token_accuracy: float | None = DEFAULT_TOKEN_ACCURACY
     compute_confidence: Callable[[Any, Any], torch.Tensor] | None = None  # fn(outputs, batch) -> Tensor[B]
     compute_correctness: Callable[[Any, Any], torch.Tensor] | None = None  # fn(outputs, batch) -> Tensor[B]
     stop_when_mastered: bool = True  # stop after an epoch whose state is mastered (GEKO selection only)

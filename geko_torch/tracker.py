@@ -34,7 +34,7 @@ from geko_state.validate import check_int, check_number
 
 from .distributed import ObservationExchange, dist_rank_world
 from .sampler import GEKOSampler
-from .signals import SampleSignals, TaskKind, apply_custom, compute_signals, infer_task
+from .signals import DEFAULT_TOKEN_ACCURACY, SampleSignals, TaskKind, apply_custom, compute_signals, infer_task
 from .threads import torch_threads_kept
 
 __all__ = ["GEKOTracker", "TrackerStats"]
@@ -104,7 +104,7 @@ class GEKOTracker:
         task: TaskKind | str = "auto",
         ignore_index: int = -100,
         correct_loss_below: float = 0.5,
-        token_accuracy: float | None = None,
+        token_accuracy: float | None = DEFAULT_TOKEN_ACCURACY,
         compute_confidence: Callable[[Any, Any], torch.Tensor] | None = None,
         compute_correctness: Callable[[Any, Any], torch.Tensor] | None = None,
         max_pending: int = 8,

@@ -16,6 +16,7 @@ from geko_state.validate import check_int, check_number
 from .sampler import DEFAULT_REPLACEMENT
 from .schedules import DEFAULT_LR_SCHEDULE, LRScheduleKind, lr_schedule
 from .session import GEKOSettings
+from .signals import DEFAULT_TOKEN_ACCURACY
 
 __all__ = ["GEKOTrainingArgs"]
 
@@ -67,8 +68,9 @@ class GEKOTrainingArgs:
     eval_batch_size: int | None = None  # default: batch_size
     device: str | None = None  # default: "cuda" when available, else "cpu"
     task: str = "auto"  # "auto", "causal_lm" or "classification"
-    correct_loss_below: float = 0.5  # causal LM: a sample is correct when its loss is below this
-    token_accuracy: float | None = None  # causal LM: or when this share of its tokens is right
+    correct_loss_below: float = 0.5  # causal LM with token_accuracy=None: correct when its loss is below this
+    # causal LM: correct when this share of its response tokens is right (None: mean loss < correct_loss_below)
+    token_accuracy: float | None = DEFAULT_TOKEN_ACCURACY
     history: HistoryConfig = field(default_factory=HistoryConfig)
     save_total_limit: int | None = None  # keep only the newest N step checkpoints
     report: bool = True  # print the header, per-epoch lines and summary blocks

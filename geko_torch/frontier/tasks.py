@@ -180,11 +180,11 @@ FRONTIER_TASKS: dict[str, FrontierTask] = {
         FrontierTask("wordnet-supersense", "all-MiniLM-L6-v2 classifies WordNet noun glosses into 26 lexicographer files",
                      _supersense,
                      full=TaskSize(2000, 1000, epochs=4, batch_size=32, learning_rate=1e-4, max_length=40),
-                     quick=TaskSize(600, 400, epochs=3, batch_size=32, learning_rate=1e-4, max_length=40)),
+                     quick=TaskSize(400, 300, epochs=3, batch_size=32, learning_rate=1e-4, max_length=40)),
         FrontierTask("wordnet-definitions", "SmolLM2-135M-Instruct learns to define WordNet nouns (SFT, top 2 layers)",
                      _definitions,
                      full=TaskSize(600, 200, epochs=3, batch_size=16, learning_rate=2e-4, max_length=20),
-                     quick=TaskSize(160, 80, epochs=3, batch_size=16, learning_rate=2e-4, max_length=20)),
+                     quick=TaskSize(120, 60, epochs=3, batch_size=16, learning_rate=2e-4, max_length=20)),
     )
 }
 
