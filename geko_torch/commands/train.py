@@ -227,6 +227,13 @@ def _save_final_model(trainer: Any, tokenizer: Any, out: Path, label_map: dict[s
     return final
 
 
+def _token_accuracy(text: str) -> float | None:
+    """argparse type of --token-accuracy: a share in (0, 1], or 'none' (the loss rule)."""
+    if text.strip().lower() == "none":
+        return None
+    return number_in(0, 1, low_open=True)(text)
+
+
 # ---------------------------------------------------------------------- the command
 def configure(p: argparse.ArgumentParser) -> None:
     """The ``geko train`` options (also the app's form: ``geko_torch.app.command.form_options``)."""
@@ -289,6 +296,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="learning-rate decay over training progress (the share of the planned epochs' draws "
                         "done, so shorter GEKO or subset epochs still end at its end): linear or cosine to 0, or "
                         f"constant; after the warmup (default {LRScheduleKind(_TA['lr_scheduler_type']).value})")
+    t.add_argument("--token-accuracy", type=_token_accuracy, default=_TA["token_accuracy"], metavar="R|none",
+                   help="causal LM: a sample is correct when this share of its response tokens is predicted right; "
+                        f"'none' for the seeds' rule, mean token loss < 0.5 (default {_TA['token_accuracy']})")
     t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="fp32, or bf16/fp16 autocast (fp16 adds a gradient scaler) (default fp32)")
     t.add_argument("--gradient-checkpointing", action="store_true",
@@ -468,6 +478,7 @@ def run_train(args: argparse.Namespace, *, config: GEKOConfig | None = None,
         output_dir=str(args.output_dir), num_epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.lr, warmup_steps=args.warmup_steps, warmup_ratio=args.warmup_ratio,
         lr_scheduler_type=args.lr_scheduler_type, gradient_accumulation_steps=args.grad_accum,
+        token_accuracy=args.token_accuracy,
         seed=args.seed, bf16=args.precision == "bf16", fp16=args.precision == "fp16",
         gradient_checkpointing=args.gradient_checkpointing, compile_model=args.compile,
         dataloader_num_workers=args.workers, budget=budget, selection=args.selection, max_steps=args.max_steps,

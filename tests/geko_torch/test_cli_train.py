@@ -318,6 +318,23 @@ def test_selection_rs2_with_a_budget_and_a_cosine_schedule(capsys, tmp_path, gpt
     assert e.value.code == 2 and "--lr-scheduler-type" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value, expected", [(None, 0.5), ("0.8", 0.8), ("none", None)])
+def test_token_accuracy_flag_sets_the_causal_lm_correctness_rule(capsys, tmp_path, gpt2_dir, data, value, expected):
+    out = tmp_path / "tokacc"
+    flag = [] if value is None else ["--token-accuracy", value]
+    code, _, stderr = _train(capsys, gpt2_dir, data["sft_jsonl"], "--prompt-field", "prompt", "--response-field",
+                             "response", *flag, "--output-dir", out, *FAST)
+    assert code == 0, stderr
+    args = json.loads((next(out.glob("checkpoint-*")) / "trainer_state.json").read_text())["extra"]["args"]
+    assert args["token_accuracy"] == expected
+
+
+def test_token_accuracy_flag_refuses_a_share_outside_0_1(capsys, gpt2_dir, data):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", str(gpt2_dir), str(data["sft_jsonl"]), "--text-field", "prompt", "--token-accuracy", "1.5"])
+    assert e.value.code == 2 and "--token-accuracy" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------- text_data units
 def test_sft_items_mask_the_prompt(gpt2_dir, data):
     from transformers import AutoTokenizer
