@@ -7,7 +7,7 @@
 Writes one PNG per task and noise rate next to the JSON (``frontier_<task>_noise<pct>.png``:
 quality against compute, 95% intervals, one line per policy) and replaces the block between
 ``<!-- frontier:begin -->`` and ``<!-- frontier:end -->`` in README.md with :func:`table`'s output;
-``tests/test_readme.py`` checks that block against the JSON, so no figure is typed by hand.
+``tests/test_result_tables.py`` checks that block against the JSON, so no figure is typed by hand.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""benchmarks/bench_frontier.py's figures, and the README's frontier table being generated from its JSON."""
+"""benchmarks/bench_frontier.py's figures, and the README's result tables being generated from their JSON files."""
 import importlib.util
 import math
 import sys
@@ -19,6 +19,7 @@ def _load(name: str):
 
 bench = _load("bench_frontier")
 report = _load("frontier_report")
+engine = _load("engine_report")
 ACC = {"key": "eval_accuracy", "higher_is_better": True, "tolerance": 0.005, "relative": False}
 
 
@@ -72,3 +73,12 @@ def test_the_readme_frontier_table_is_generated_from_its_json():
     sources = report.readme_sources()
     assert sources and all(p.is_file() for p in sources)
     assert block == report.readme_block(sources)
+
+
+def test_the_engine_tables_are_generated_from_engine_json():
+    import json
+
+    payload = json.loads(engine.ENGINE_JSON.read_text())
+    for path in engine.FILES:
+        text = path.read_text()
+        assert text[text.index(engine.BEGIN):text.index(engine.END) + len(engine.END)] == engine.block(payload), path
