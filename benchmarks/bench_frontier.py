@@ -63,6 +63,7 @@ Run from the repository root (needs ``pip install -c constraints.txt -e ".[bench
     python benchmarks/bench_frontier.py --quick                  # both tasks, 0% and 20% noise, 1 seed
     python benchmarks/bench_frontier.py                          # 5 seeds (3 for SFT), 0/10/20% noise
     python benchmarks/bench_frontier.py --tasks wordnet-supersense --noise 0 0.2 --seeds 0 1 2
+    python benchmarks/bench_frontier.py --merge a.json b.json --json both.json   # more seeds, run apart
     python benchmarks/frontier_report.py                         # README table + PNGs from the JSON
 """
 from __future__ import annotations
@@ -295,6 +296,31 @@ def collect(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def merge(payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    """Result files of the same settings (e.g. more seeds run later) as one, re-summarised."""
+    first = payloads[0]
+    for other in payloads[1:]:
+        if other["settings"] != first["settings"] or other["lr_scheduler"] != first["lr_scheduler"]:
+            raise SystemExit("bench_frontier --merge: the files were measured with different settings")
+    merged: dict[tuple[str, float], dict[str, Any]] = {}
+    for payload in payloads:
+        for res in payload["results"]:
+            key = (res["task"], res["noise"])
+            if key not in merged:
+                merged[key] = {**res, "seeds": list(res["seeds"]), "runs": list(res["runs"])}
+                continue
+            m = merged[key]
+            if set(m["seeds"]) & set(res["seeds"]) or m["corrupted"] != res["corrupted"]:
+                raise SystemExit(f"bench_frontier --merge: {key} repeats a seed or differs in its data")
+            m["seeds"] += res["seeds"]
+            m["runs"] += res["runs"]
+    for m in merged.values():
+        metric = {"key": m["metric"], **{k: m[k] for k in ("higher_is_better", "tolerance", "relative")}}
+        m["summary"] = summarise(m["runs"], metric, m["emax"])
+    return {**first, "command": " && ".join(p["command"] for p in payloads),
+            "total_s": sum(p["total_s"] for p in payloads), "results": list(merged.values())}
+
+
 # ---------------------------------------------------------------------- main
 def _check_resources(tasks: list[str]) -> None:
     """Stop before any training when a model, WordNet or a Python package is missing."""
@@ -327,7 +353,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-eval", type=int, default=None, help="eval samples (default: the task's size)")
     p.add_argument("--epochs", type=int, default=None, help="Emax, the most epochs a run trains (default: the task's)")
     p.add_argument("--json", type=Path, default=None, help="default benchmarks/results/frontier[_quick].json")
+    p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="FILE",
+                   help="merge result files of the same settings (more seeds) into --json, without training")
     a = p.parse_args(argv)
+    if a.merge:
+        if a.json is None:
+            p.error("--merge needs --json OUT")
+        payload = merge([json.loads(f.read_text()) for f in a.merge])
+        a.json.write_text(json.dumps(payload, indent=1, allow_nan=True))
+        print(f"wrote {a.json}")
+        return 0
     noise = a.noise if a.noise is not None else ([0.0, 0.2] if a.quick else [0.0, 0.1, 0.2])
     fractions = a.fractions if a.fractions is not None else ([0.5] if a.quick else [0.3, 0.5, 0.7])
     families = set(a.policies) if a.policies else None

@@ -82,3 +82,22 @@ def test_the_engine_tables_are_generated_from_engine_json():
     for path in engine.FILES:
         text = path.read_text()
         assert text[text.index(engine.BEGIN):text.index(engine.END) + len(engine.END)] == engine.block(payload), path
+
+
+def test_merging_result_files_adds_seeds_and_resummarises():
+    def payload(seed, bump):
+        runs = [_run("uniform-e1", "uniform", seed, 100, 0.70 + bump), _run("uniform-e2", "uniform", seed, 200, 0.80 + bump),
+                _run("geko", "geko", seed, 150, 0.80 + bump)]
+        res = {"task": "t", "noise": 0.2, "metric": "eval_accuracy", "higher_is_better": True, "tolerance": 0.005,
+               "relative": False, "n_train": 100, "emax": 2, "seeds": [seed], "corrupted": [1, 2], "runs": runs}
+        res["summary"] = bench.summarise(runs, ACC, emax=2)
+        return {"command": f"seed {seed}", "settings": {"t": {}}, "lr_scheduler": "linear", "total_s": 60.0,
+                "results": [res]}
+
+    both = bench.merge([payload(0, 0.0), payload(1, 0.02)])
+    (res,) = both["results"]
+    assert res["seeds"] == [0, 1] and len(res["runs"]) == 6 and both["total_s"] == 120.0
+    assert res["summary"]["policies"]["geko"]["final_mean"] == pytest.approx(0.81)
+    assert not math.isnan(res["summary"]["policies"]["geko"]["final_ci95"])  # two seeds: an interval
+    with pytest.raises(SystemExit, match="repeats a seed"):
+        bench.merge([payload(0, 0.0), payload(0, 0.0)])
