@@ -36,7 +36,7 @@ Figures, per task and noise rate:
   compute as a share of the cheapest uniform run's (``compute_share_at_target``);
 * at equal compute, the policy's quality minus RS2's (RS2's final quality interpolated linearly in
   compute between its runs, uniform-e{Emax} being RS2 at f=1), paired by seed: mean and 95%
-  t-interval (none for RS2's own runs).
+  t-interval (none for RS2's own runs, nor outside the compute range RS2 was run at).
 
 ``frontier.json`` schema::
 
@@ -228,16 +228,19 @@ def reached(value: float, target: float, metric: dict[str, Any]) -> bool:
 
 def _interp(points: list[tuple[float, float]], x: float) -> float:
     """Piecewise-linear value at ``x`` through (compute, quality) points (runs at the same compute
-    averaged); clamped at the ends."""
+    averaged); NaN outside the points' range: RS2 is not extrapolated."""
     at: dict[float, list[float]] = {}
     for px, py in points:
         at.setdefault(px, []).append(py)
     pts = sorted((px, statistics.fmean(ys)) for px, ys in at.items())
-    if x <= pts[0][0]:
+    slack = 1e-6 * max(abs(pts[-1][0]), 1.0)
+    if x < pts[0][0] - slack or x > pts[-1][0] + slack:
+        return float("nan")
+    if len(pts) == 1:
         return pts[0][1]
     for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
         if x <= x1:
-            return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else y1
+            return y0 + (y1 - y0) * (max(x, x0) - x0) / (x1 - x0)
     return pts[-1][1]
 
 
@@ -261,8 +264,9 @@ def summarise(runs: list[dict[str, Any]], metric: dict[str, Any], emax: int) -> 
         for r in rs if rs[0]["family"] != "rs2" else []:  # RS2 against itself says nothing
             rs2 = [(x["compute"], x["final"]) for x in runs if x["seed"] == r["seed"]
                    and (x["family"] == "rs2" or x["policy"] == f"uniform-e{emax}")]
-            if rs2:
-                diffs.append(sign * (r["final"] - _interp(rs2, r["compute"])))
+            ref = _interp(rs2, r["compute"]) if rs2 else float("nan")
+            if not math.isnan(ref):
+                diffs.append(sign * (r["final"] - ref))
         hits = reached(mean_final[n], target, metric)
         policies[n] = {
             "family": rs[0]["family"], "seeds": len(rs), "compute_mean": compute,

@@ -4,7 +4,7 @@
     python benchmarks/frontier_report.py                        # the files README.md's block names
     python benchmarks/frontier_report.py --json benchmarks/results/frontier_quick.json --no-readme
 
-Writes one PNG per task and noise rate next to the JSON (``frontier_<task>_noise<pct>.png``:
+Writes one PNG per task and noise rate next to the JSON (``<file>_<task>_noise<pct>.png``:
 quality against compute, 95% intervals, one line per policy) and replaces the block between
 ``<!-- frontier:begin -->`` and ``<!-- frontier:end -->`` in README.md with :func:`table`'s output;
 ``tests/test_result_tables.py`` checks that block against the JSON, so no figure is typed by hand.
@@ -97,8 +97,9 @@ def plot(res: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def png_name(res: dict[str, Any]) -> str:
-    return f"frontier_{res['task']}_noise{round(100 * res['noise'])}.png"
+def png_name(res: dict[str, Any], stem: str) -> str:
+    """``<result file>_<task>_noise<pct>.png``: one per task and noise rate of a result file."""
+    return f"{stem}_{res['task']}_noise{round(100 * res['noise'])}.png"
 
 
 def readme_block(paths: list[Path]) -> str:
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = json.loads(path.read_text())
         if not a.no_plots:
             for res in payload["results"]:
-                plot(res, path.parent / png_name(res))
+                plot(res, path.parent / png_name(res, path.stem))
         print(table(payload))
     if not a.no_readme:
         update_readme(paths)

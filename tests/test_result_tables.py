@@ -101,3 +101,8 @@ def test_merging_result_files_adds_seeds_and_resummarises():
     assert not math.isnan(res["summary"]["policies"]["geko"]["final_ci95"])  # two seeds: an interval
     with pytest.raises(SystemExit, match="repeats a seed"):
         bench.merge([payload(0, 0.0), payload(0, 0.0)])
+
+
+def test_rs2_is_not_extrapolated_below_its_smallest_run():
+    s = bench.summarise(_runs(), ACC, emax=3)
+    assert s["policies"]["uniform-e1"]["vs_rs2_mean"] is None  # 100 passes: below RS2's 150
