@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from geko_state import GEKOConfig
+
 
 def tiny_gpt2(seed: int = 0, vocab: int = 101, dropout: float = 0.0):
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -81,3 +83,9 @@ def cls_items(n: int = 64, seed: int = 1, vocab: int = 50, length: int = 8, nois
         items.append({"input_ids": ids, "attention_mask": torch.ones(length, dtype=torch.int64),
                       "labels": torch.tensor(y)})
     return items
+
+
+# Freezes learnable samples from the second epoch on, so GEKO's epochs shrink and its plans depend on
+# the state.
+SHRINKING = GEKOConfig(log_bucket_stats=False, use_curriculum=False, bucket_weights=(3, 2, 1), q_value_lr=0.5,
+                       freeze_confidence=0.6, freeze_quality=0.5, min_q_for_freeze=0.5)

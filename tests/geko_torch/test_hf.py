@@ -37,14 +37,7 @@ FAST = GEKOConfig(log_bucket_stats=False, use_curriculum=False, bucket_weights=(
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two threads
-    contending with another process make every op many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --------------------------------------------------------------------------- tiny models and data

@@ -8,28 +8,21 @@ import pytest
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
-from geko_state import GEKOConfig, read_summary
+from geko_state import read_summary
 from geko_state.errors import ConfigError
 from geko_torch import GEKOSettings, GEKOTrainer, GEKOTrainingArgs
 from geko_torch.data import PadCollator
 from geko_torch.hf import GEKOHFTrainer
 from geko_torch.schedules import DEFAULT_LR_SCHEDULE, LR_SCHEDULES, LRScheduleKind, lr_schedule_factor
 
-from .models import TinyClassifier, cls_items
+from .models import SHRINKING, TinyClassifier, cls_items
 
 LR = 5e-2
 # Freezes learnable samples from the second epoch on (GEKO's epochs shrink); the mislabeled ones
 # never freeze, so the last epoch still trains.
-FAST = GEKOConfig(log_bucket_stats=False, use_curriculum=False, bucket_weights=(3, 2, 1), q_value_lr=0.5,
-                  freeze_confidence=0.6, freeze_quality=0.5, min_q_for_freeze=0.5)
+FAST = SHRINKING
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def items(n: int = 40, mislabeled: int = 6) -> list[dict]:

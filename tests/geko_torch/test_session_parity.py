@@ -22,26 +22,19 @@ from geko_torch.data import PadCollator
 from geko_torch.hf import GEKOHFTrainer
 
 from .hf_callbacks import StopAt
-from .models import TinyClassifier, cls_items
+from .models import SHRINKING, TinyClassifier, cls_items
 
 N = 40
 BATCH = 8
 LR = 5e-2
 # Freezes samples from the second epoch on, so later epochs shrink and the plans depend on the state.
-FAST = GEKOConfig(log_bucket_stats=False, use_curriculum=False, bucket_weights=(3, 2, 1), q_value_lr=0.5,
-                  freeze_confidence=0.6, freeze_quality=0.5, min_q_for_freeze=0.5)
+FAST = SHRINKING
 DISCRETE = ("bucket", "correct", "times_seen", "consecutive_frozen", "frozen_at_epoch", "pruned")
 SUMMARY_EXACT = ("epoch", "freeze_count", "light_count", "focus_count", "hard_count", "pruned", "samples_trained",
                  "skipped_nonfinite", "mastered", "phase", "changed")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; one thread also fixes the float order."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class NaNClassifier(TinyClassifier):
