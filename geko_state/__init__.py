@@ -29,6 +29,7 @@ from .lazy import lazy_exports
 if TYPE_CHECKING:
     from .export import export_rows, keep_mask, kept_ids, parse_buckets, write_ids
     from .history import HistoryConfig, HistoryRecord, HistoryWriter, read_summary
+    from .noise import NOISE_SCORES, SuspectsConfig, noise_scores, store_suspects, suspects_table
     from .planning import BudgetKind, EpochPlan, WeightSegment, shard
     from .plots import MissingDependencyError, render_plots
     from .report import EfficiencyReport, build_report
@@ -58,6 +59,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("export_rows", "keep_mask", "kept_ids", "parse_buckets", "write_ids"), "export"),
     **dict.fromkeys(("HistoryConfig", "HistoryRecord", "HistoryWriter", "read_summary"), "history"),
     **dict.fromkeys(("BudgetKind", "EpochPlan", "WeightSegment", "shard"), "planning"),
+    **dict.fromkeys(("NOISE_SCORES", "SuspectsConfig", "noise_scores", "store_suspects", "suspects_table"), "noise"),
     **dict.fromkeys(("MissingDependencyError", "render_plots"), "plots"),
     **dict.fromkeys(("EfficiencyReport", "build_report"), "report"),
     **dict.fromkeys(("Run", "open_run"), "run"),
@@ -83,6 +85,8 @@ __all__ = [
     "EfficiencyReport", "HistoryConfig", "HistoryRecord", "HistoryWriter", "MissingDependencyError",
     "QueryError", "Run", "build_report", "connect", "export_rows", "keep_mask", "kept_ids", "open_run",
     "parse_buckets", "query", "read_summary", "render_plots", "write_ids",
+    # label-noise suspects
+    "NOISE_SCORES", "SuspectsConfig", "noise_scores", "store_suspects", "suspects_table",
     # selection policies (GEKO and baselines on the same engine)
     "SELECTION_POLICIES", "SelectionConfig", "SelectionKind", "plan_selection",
 ]

@@ -70,6 +70,7 @@ __all__ = [
 # State columns copied into each snapshot (after the epoch column).
 HISTORY_COLUMNS: tuple[str, ...] = (
     "sample_id", "bucket", "q_value", "confidence", "last_loss", "correct", "times_seen", "pruned",
+    "aum", "wrong_streak",
 )
 
 # bucket stays dictionary<int8, string>: Parquet stores it as a 4-entry dictionary (under a byte
@@ -85,6 +86,9 @@ HISTORY_SCHEMA = pa.schema(
         pa.field("correct", pa.bool_(), nullable=False),
         pa.field("times_seen", pa.int32(), nullable=False),
         pa.field("pruned", pa.bool_(), nullable=False),
+        # NaN (not null) until the sample's first observation with a margin, as in the state.
+        pa.field("aum", pa.float32(), nullable=False),
+        pa.field("wrong_streak", pa.uint8(), nullable=False),
     ]
 )
 

@@ -37,7 +37,8 @@ from .schema import BUCKET_NAMES
 __all__ = ["HISTORY_VERSION", "FileKind", "HistoryDigest", "file_metadata", "read_history_file"]
 
 # Bumped whenever a history file's columns or metadata change; other versions are refused.
-HISTORY_VERSION = 1
+# 2: snapshots carry the learnability columns (aum, wrong_streak).
+HISTORY_VERSION = 2
 
 _BUCKET_CODE = {name: code for code, name in enumerate(BUCKET_NAMES)}
 _UINT = "0123456789"

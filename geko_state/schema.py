@@ -28,8 +28,9 @@ __all__ = [
 
 # Bumped whenever the file layout changes; files of another version are refused on open.
 # 1: the columns below. 2: the same columns, plus a checksum of the data (``geko.checksum`` in the
-# schema metadata, and in the live file's sidecar), verified on open.
-SCHEMA_VERSION = 2
+# schema metadata, and in the live file's sidecar), verified on open. 3: the learnability columns
+# (aum, wrong_streak) that the noise score and selection read.
+SCHEMA_VERSION = 3
 
 # Number of recent losses kept per sample for the quality (stability) signal.
 LOSS_WINDOW = 5
@@ -80,6 +81,13 @@ COLUMNS: tuple[Column, ...] = (
     Column("consecutive_frozen", np.dtype(np.int32), 0),
     Column("frozen_at_epoch", np.dtype(np.int32), -1),
     Column("pruned", np.dtype(np.uint8), 0),
+    # Learnability (see geko_state.noise). aum: the mean logit margin of the assigned label (its
+    # logit minus the largest other logit; for a causal LM the mean over label tokens) over the
+    # sample's observations, AUM in Pleiss et al. 2020; NaN until the first margin. wrong_streak:
+    # observations in a row that ended not correct, 0 after a correct one, saturating at 255. One
+    # float and one byte keep the state within DESIGN's 64 bytes per sample.
+    Column("aum", np.dtype(np.float32), float("nan")),
+    Column("wrong_streak", np.dtype(np.uint8), 0),
     # Ring buffer of the last LOSS_WINDOW losses; its head and fill are derived from times_seen,
     # so no extra column is needed.
     Column("loss_window", np.dtype(np.float32), 0.0, LOSS_WINDOW),

@@ -18,6 +18,11 @@
                     and the view is exact between snapshots.
 ``transition_counts`` ``(epoch, from_bucket, to_bucket, count)``: exact per-epoch counts
                     kept in the summary, whatever the history density (null when unknown).
+``suspects``        probably mislabeled samples: ``(sample_id, score, rank, aum,
+                    wrong_streak, times_seen, bucket)``, every observed sample ranked by
+                    GEKO's noise score (:mod:`geko_state.noise`), rank 1 the most
+                    suspicious; filter with ``WHERE score > 0.5`` (the default cut) or
+                    ``WHERE rank <= k``. Computed from the state when connecting.
 =================== =====================================================================
 
 ``connect`` first verifies the state file and every history file against their checksums
@@ -42,19 +47,21 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow.dataset as pads
 
 # QueryError is re-exported here: its home was this module.
 from .errors import InputError, QueryError
 from .history import HISTORY_SCHEMA, TRANSITION_COLUMNS, verified_history
+from .noise import store_suspects, suspects_table
 from .run import Run, open_run
 from .schema import Bucket
 from .validate import check_int
 
 __all__ = ["QueryError", "READ_ONLY_STATEMENTS", "VIEWS", "check_read_only", "connect", "lock", "query"]
 
-VIEWS: tuple[str, ...] = ("samples", "history", "epochs", "transitions", "transition_counts")
+VIEWS: tuple[str, ...] = ("samples", "history", "epochs", "transitions", "transition_counts", "suspects")
 
 
 # What query() runs. DuckDB parses WITH, DESCRIBE, SUMMARIZE, SHOW, VALUES and FROM-first queries
@@ -62,6 +69,13 @@ VIEWS: tuple[str, ...] = ("samples", "history", "epochs", "transitions", "transi
 READ_ONLY_STATEMENTS: tuple[str, ...] = ("SELECT",)
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+# The suspects view of a run without a state file yet: no rows, the usual columns.
+_NO_SUSPECTS = suspects_table({
+    "sample_id": np.empty(0, np.int64), "bucket": np.empty(0, np.int8), "aum": np.empty(0, np.float32),
+    "wrong_streak": np.empty(0, np.uint8), "times_seen": np.empty(0, np.int32),
+    "last_loss": np.empty(0, np.float32),
+})
 
 # Settings of a locked connection, applied in this order; the last one freezes them all.
 _LOCKED_SETTINGS: tuple[str, ...] = (
@@ -136,6 +150,9 @@ def connect(run_dir: str | os.PathLike, *, unsafe: bool = False,
     if store is not None:
         # register() keeps the Arrow table, whose buffers keep the memory map alive.
         con.register("samples", store.to_arrow())
+        con.register("suspects", store_suspects(store, ranked_only=False))
+    else:
+        con.register("suspects", _NO_SUSPECTS)
     if hist.snapshots:
         # The verified files by exact name: DuckDB's read_parquet would take each name as a glob
         # (a run directory called "run*" would mix in every run*/ beside it); Arrow never globs.

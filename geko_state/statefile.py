@@ -190,7 +190,8 @@ def read_layout(path: Path, expected_n: int | None = None) -> StateLayout:
             if int(version) != SCHEMA_VERSION:
                 raise SchemaVersionError(
                     f"{path}: state schema version {int(version)}, this GEKO reads version "
-                    f"{SCHEMA_VERSION} (version 2 added a checksum of the data); recreate the state "
+                    f"{SCHEMA_VERSION} (version 2 added a checksum of the data, version 3 the learnability "
+                    "columns aum and wrong_streak); recreate the state "
                     "with StateStore.create, or open it with the GEKO release that wrote it"
                 )
             n = int(md[b"geko.n_samples"])

@@ -59,6 +59,8 @@ _OBS_ERRORS = {
 # The dtypes observe's kernels take, by target; arrays that already have them need no conversion.
 _READY = {np.int64: np.dtype(np.int64), np.float32: np.dtype(np.float32), np.uint8: np.dtype(np.uint8)}
 _BOOL = np.dtype(np.bool_)
+# observe without margins: the kernels skip the margin columns for a length-0 array.
+_NO_MARGINS = np.empty(0, dtype=np.float32)
 
 
 def _as_1d(name: str, value: Any, dtype: type) -> np.ndarray:
@@ -283,12 +285,15 @@ class StateStore:
         return {b: int(counts[b]) for b in Bucket}
 
     # ------------------------------------------------------------------ observe
-    def observe(self, ids: Any, losses: Any, confidences: Any, correct: Any) -> int:
+    def observe(self, ids: Any, losses: Any, confidences: Any, correct: Any, margins: Any = None) -> int:
         """Fold one batch of training results into the state.
 
         ``ids`` int ``[B]``; ``losses`` ``[B]`` (>= 0); ``confidences`` ``[B]`` in [0, 1];
-        ``correct`` bool ``[B]``. Duplicate ids apply in order. The whole batch is validated
-        before anything changes; returns the number of observations applied.
+        ``correct`` bool ``[B]``; ``margins`` float ``[B]`` or None: the assigned label's logit
+        minus the largest other logit (a causal LM: the mean over its label tokens), NaN where
+        unknown; they feed the ``aum`` column (see :mod:`geko_state.noise`).
+        Duplicate ids apply in order. The whole batch is validated before anything changes;
+        returns the number of observations applied.
         """
         cols = self._cols()
         if not self._storage.writable:
@@ -298,12 +303,15 @@ class StateStore:
         lo = _as_1d("losses", losses, np.float32)
         co = _as_1d("confidences", confidences, np.float32)
         cr = _as_1d("correct", correct, np.uint8)
+        mg = _NO_MARGINS if margins is None else _as_1d("margins", margins, np.float32)
         b = i.shape[0]
         if not (lo.shape[0] == b and co.shape[0] == b and cr.shape[0] == b):
             raise InputError(
                 "observe: ids, losses, confidences and correct must have the same length, got "
                 f"{b}, {lo.shape[0]}, {co.shape[0]}, {cr.shape[0]}"
             )
+        if margins is not None and mg.shape[0] != b:
+            raise InputError(f"observe: margins must have the length of ids ({b}), got {mg.shape[0]}")
         if b == 0:
             return 0
         cfg = self._config
@@ -311,7 +319,8 @@ class StateStore:
         code, idx, skipped, newly_seen = self._kernels.observe(
             cols["times_seen"], cols["last_loss"], cols["confidence"], cols["correct"],
             cols["loss_window"], cols["quality"], cols["q_value"],
-            i, lo, co, cr, float(cfg.q_value_lr), float(cfg.q_value_loss_scale),
+            cols["aum"], cols["wrong_streak"],
+            i, lo, co, cr, mg, float(cfg.q_value_lr), float(cfg.q_value_loss_scale),
             cfg.nan_policy is NanPolicy.SKIP,
         )
         if code != obs.OBS_OK:

@@ -19,7 +19,7 @@ bytes      field             why
 ``C`` (the slots per rank) is agreed from the exchanges themselves: every rank learns every rank's
 count from the headers, so when a count exceeds ``C`` (the first exchange, or a longer batch) all
 ranks send the remainder in a second round and raise ``C`` for the next exchanges, in the same step.
-In steady state an exchange is a single collective of ``16 + 17 * C`` bytes per rank.
+In steady state an exchange is a single collective of ``16 + 21 * C`` bytes per rank.
 
 Ranks fill their shards in lockstep (the sampler pads every shard to the same length), so
 exchange ``k`` holds global plan positions ``[s * W, (s + n) * W)`` from every rank: the gathered
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 HEADER_BYTES = 16
-BYTES_PER_SLOT = 17  # id 8 + loss 4 + confidence 4 + flags 1
+BYTES_PER_SLOT = 21  # id 8 + loss 4 + confidence 4 + margin 4 + flags 1
 _CORRECT, _VALID = 1, 2
 
 
@@ -124,9 +124,9 @@ def replica_path(path: str | os.PathLike | None) -> str | os.PathLike | None:
 def pack_observations(
     ids: torch.Tensor, values: torch.Tensor, *, start: int, slots: int, bad: int = -1,
 ) -> torch.Tensor:
-    """One rank's exchange buffer, uint8 ``[16 + 17 * slots]`` on ``values.device``.
+    """One rank's exchange buffer, uint8 ``[16 + 21 * slots]`` on ``values.device``.
 
-    ``ids`` int64 ``[n]``; ``values`` float32 ``[4, n]`` (loss, confidence, correct, valid);
+    ``ids`` int64 ``[n]``; ``values`` float32 ``[5, n]`` (loss, confidence, correct, valid, margin);
     entries ``[start, start + slots)`` go in the slots (fewer when ``n`` runs out; the rest is
     zero). The header holds ``n`` and ``bad`` (position of the first invalid id, or -1).
     """
@@ -146,6 +146,8 @@ def pack_observations(
         o += 4 * slots
         buf[o:o + 4 * m] = values[1, sl].contiguous().view(torch.uint8)
         o += 4 * slots
+        buf[o:o + 4 * m] = values[4, sl].contiguous().view(torch.uint8)
+        o += 4 * slots
         flags = (values[2, sl] > 0).to(torch.uint8) * _CORRECT + (values[3, sl] > 0).to(torch.uint8) * _VALID
         buf[o:o + m] = flags
     return buf
@@ -163,6 +165,8 @@ def _pack_numpy(ids: np.ndarray, values: np.ndarray, n: int, m: int, start: int,
         o += 4 * slots
         buf[o:o + 4 * m].view(np.float32)[:] = values[1, sl]
         o += 4 * slots
+        buf[o:o + 4 * m].view(np.float32)[:] = values[4, sl]
+        o += 4 * slots
         buf[o:o + m] = (values[2, sl] > 0) * np.uint8(_CORRECT) + (values[3, sl] > 0) * np.uint8(_VALID)
     return buf
 
@@ -172,13 +176,13 @@ class ExchangeResult:
     """The gathered observations of one exchange, in the order every replica applies them."""
 
     ids: np.ndarray  # int64 [m]
-    values: np.ndarray  # float32 [4, m]: loss, confidence, correct, valid
+    values: np.ndarray  # float32 [5, m]: loss, confidence, correct, valid, margin
     counts: np.ndarray  # int64 [W]: entries each rank sent
     bad: np.ndarray  # int64 [W]: each rank's first invalid id position, or -1
 
 
 def decode_gathered(rounds: list[np.ndarray]) -> ExchangeResult:
-    """Observations from the gathered buffers of one exchange (uint8 ``[W, 16 + 17 * C_r]`` per
+    """Observations from the gathered buffers of one exchange (uint8 ``[W, 16 + 21 * C_r]`` per
     round, rounds in order). Equal counts are interleaved rank by rank (plan order: rank ``r``'s
     ``j``-th entry is global position ``j * W + r``); unequal ones are concatenated in rank order.
     """
@@ -203,14 +207,16 @@ def decode_gathered(rounds: list[np.ndarray]) -> ExchangeResult:
             o += 4 * slots
             conf = np.ascontiguousarray(row[o:o + 4 * m]).view(np.float32)
             o += 4 * slots
+            margin = np.ascontiguousarray(row[o:o + 4 * m]).view(np.float32)
+            o += 4 * slots
             flags = row[o:o + m]
-            vals[r].append(np.stack([loss, conf, (flags & _CORRECT) > 0, (flags & _VALID) > 0]).astype(np.float32))
+            vals[r].append(np.stack([loss, conf, (flags & _CORRECT) > 0, (flags & _VALID) > 0, margin]).astype(np.float32))
         start += slots
     per_ids = [np.concatenate(x) if x else np.zeros(0, np.int64) for x in ids]
-    per_vals = [np.concatenate(x, axis=1) if x else np.zeros((4, 0), np.float32) for x in vals]
+    per_vals = [np.concatenate(x, axis=1) if x else np.zeros((5, 0), np.float32) for x in vals]
     if world > 1 and (counts == counts[0]).all():
         out_ids = np.stack(per_ids, axis=1).reshape(-1)
-        out_vals = np.stack(per_vals, axis=2).reshape(4, -1)
+        out_vals = np.stack(per_vals, axis=2).reshape(5, -1)
     else:
         out_ids = np.concatenate(per_ids)
         out_vals = np.concatenate(per_vals, axis=1)

@@ -69,6 +69,9 @@ class SampleSignals:
     confidence: torch.Tensor  # float32 [B], in [0, 1]
     correct: torch.Tensor  # bool [B]
     valid: torch.Tensor  # bool [B]
+    # float32 [B]: the label's logit minus the largest other logit (a causal LM: the mean over its
+    # label tokens); feeds the state's AUM (geko_state.noise). None: not computed (stored as unknown).
+    margin: torch.Tensor | None = None
 
 
 class TaskKind(str, enum.Enum):
@@ -140,12 +143,13 @@ def _work_dtype(logits: torch.Tensor) -> torch.dtype:
 
 
 class _TokenCrossEntropy(torch.autograd.Function):
-    """Token cross-entropy, predicted-token probability and hit, for the rows of a ``[R, V]`` logit matrix.
+    """Token cross-entropy, predicted-token probability, hit and margin, for the rows of a ``[R, V]`` logit matrix.
 
     Inputs: ``logits2d`` [R, V] any float dtype, ``targets`` [R] int64 (any valid class on
     ignored rows), ``mask`` [R] bool (rows that carry a label), ``rows`` [n] int64 row ids to
     compute, or None for all rows (no host sync to find them). Outputs [R]: nll float32
-    (differentiable), confidence float32 and hit bool; all three are 0 / False off the mask.
+    (differentiable), confidence float32, hit bool and margin float32 (the target's logit minus
+    the largest other logit, from the top two logits: no ``[R, V]`` copy); all 0 / False off the mask.
     """
 
     @staticmethod
@@ -158,22 +162,27 @@ class _TokenCrossEntropy(torch.autograd.Function):
             x = logits2d[sel].to(work)  # a view, not a copy, for float32 logits and slice chunks
             tgt = targets[sel]
             lse = torch.logsumexp(x, dim=-1)
-            top, pred = x.max(dim=-1)
-            parts.append((lse, lse - x.gather(1, tgt[:, None]).squeeze(1), (top - lse).exp(), pred == tgt))
-        columns = list(zip(*parts)) or [()] * 4
-        dtypes = (work, work, work, torch.bool)
-        lse, nll, conf, hit = (_spread(c, rows, logits2d, d) for c, d in zip(columns, dtypes))
+            top2, idx2 = _top_two(x)
+            pred = idx2[:, 0]
+            hit = pred == tgt
+            picked = x.gather(1, tgt[:, None]).squeeze(1)
+            margin = picked - torch.where(hit, top2[:, 1], top2[:, 0])
+            parts.append((lse, lse - picked, (top2[:, 0] - lse).exp(), hit, margin))
+        columns = list(zip(*parts)) or [()] * 5
+        dtypes = (work, work, work, torch.bool, work)
+        lse, nll, conf, hit, margin = (_spread(c, rows, logits2d, d) for c, d in zip(columns, dtypes))
         off = ~mask
         nll = nll.to(torch.float32).masked_fill_(off, 0.0)
         conf = conf.to(torch.float32).masked_fill_(off, 0.0)
         hit = hit.masked_fill_(off, False)
+        margin = margin.to(torch.float32).masked_fill_(off, 0.0)
         ctx.save_for_backward(logits2d, targets, mask, lse, rows)
-        ctx.mark_non_differentiable(conf, hit)
-        return nll, conf, hit
+        ctx.mark_non_differentiable(conf, hit, margin)
+        return nll, conf, hit, margin
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_nll, grad_conf, grad_hit):  # type: ignore[override]
+    def backward(ctx, grad_nll, grad_conf, grad_hit, grad_margin):  # type: ignore[override]
         logits2d, targets, mask, lse, rows = ctx.saved_tensors
         work = _work_dtype(logits2d)
         grad = torch.zeros_like(logits2d, memory_format=torch.contiguous_format)
@@ -185,6 +194,15 @@ class _TokenCrossEntropy(torch.autograd.Function):
             p = logits2d[sel].to(work).sub(lse[sel, None]).exp_().mul_(scale[sel])
             grad[sel] = p.scatter_add_(1, targets[sel], neg_scale[sel]).to(grad.dtype)
         return grad, None, None, None
+
+
+def _top_two(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two largest values of each row of ``x`` [R, C] and their columns, [R, 2] each. With a
+    single class the second is -inf (the margin is then +inf: nothing competes)."""
+    if x.shape[-1] >= 2:
+        return x.topk(2, dim=-1)
+    top, idx = x.max(dim=-1, keepdim=True)
+    return torch.cat([top, torch.full_like(top, float("-inf"))], 1), torch.cat([idx, idx], 1)
 
 
 def _spread(
@@ -212,7 +230,8 @@ def causal_lm_signals(
     Position ``t`` predicts ``labels[:, t + 1]`` (the same shift as Hugging Face's loss); labels
     equal to ``ignore_index`` (prompt, padding) are skipped. Per sample: loss = mean token
     cross-entropy (float32), confidence = mean probability of the argmax token, correct = loss <
-    ``correct_loss_below``, or, with ``token_accuracy`` set, share of argmax hits >= it.
+    ``correct_loss_below``, or, with ``token_accuracy`` set, share of argmax hits >= it, margin =
+    mean over label tokens of the target's logit minus the largest other logit.
     """
     _check_logits(logits, 3, "[B, T, V]")
     _check_ignore_index(ignore_index)
@@ -237,7 +256,7 @@ def causal_lm_signals(
         if rows.numel() * 2 > mask.numel():
             rows = None
     # reshape is a view for the usual contiguous logits; a sliced, strided input is copied once.
-    nll, conf, hit = _TokenCrossEntropy.apply(logits.reshape(batch * seq, vocab), targets.view(-1), mask.view(-1), rows)
+    nll, conf, hit, tok_margin = _TokenCrossEntropy.apply(logits.reshape(batch * seq, vocab), targets.view(-1), mask.view(-1), rows)
 
     count = mask.sum(dim=1)
     denom = count.clamp(min=1).to(torch.float32)
@@ -245,11 +264,12 @@ def causal_lm_signals(
     loss = nll.view(batch, seq).sum(dim=1) / denom
     # A mean of values <= 1 can round a hair above 1; the store rejects confidences outside [0, 1].
     confidence = (conf.view(batch, seq).sum(dim=1) / denom).clamp_(0.0, 1.0)
+    margin = tok_margin.view(batch, seq).sum(dim=1) / denom
     if token_accuracy is None:
         correct = (loss.detach() < correct_loss_below) & valid
     else:
         correct = (hit.view(batch, seq).sum(dim=1) / denom >= token_accuracy) & valid
-    return SampleSignals(loss=loss, confidence=confidence, correct=correct, valid=valid)
+    return SampleSignals(loss=loss, confidence=confidence, correct=correct, valid=valid, margin=margin)
 
 
 # --------------------------------------------------------------------------- classification
@@ -261,7 +281,8 @@ def classification_signals(
     """Signals of sequence classification: ``logits`` [B, C], ``labels`` int [B].
 
     loss = cross-entropy (float32), confidence = max softmax probability, correct = argmax ==
-    label. A label equal to ``ignore_index`` makes the sample invalid (loss 0, not observed).
+    label, margin = the label's logit minus the largest other logit. A label equal to
+    ``ignore_index`` makes the sample invalid (loss 0, not observed).
     """
     _check_logits(logits, 2, "[B, C]")
     _check_ignore_index(ignore_index)
@@ -273,10 +294,13 @@ def classification_signals(
     nll = lse - x.gather(1, targets[:, None]).squeeze(1)
     loss = torch.where(valid, nll, torch.zeros_like(nll))
     with torch.no_grad():
-        top, pred = x.max(dim=-1)
-        confidence = torch.where(valid, (top - lse).exp(), torch.zeros_like(lse))
-        correct = (pred == targets) & valid
-    return SampleSignals(loss=loss, confidence=confidence, correct=correct, valid=valid)
+        top2, idx2 = _top_two(x)
+        hit = idx2[:, 0] == targets
+        confidence = torch.where(valid, (top2[:, 0] - lse).exp(), torch.zeros_like(lse))
+        correct = hit & valid
+        margin = x.gather(1, targets[:, None]).squeeze(1) - torch.where(hit, top2[:, 1], top2[:, 0])
+        margin = torch.where(valid, margin, torch.zeros_like(margin))
+    return SampleSignals(loss=loss, confidence=confidence, correct=correct, valid=valid, margin=margin)
 
 
 # --------------------------------------------------------------------------- dispatch

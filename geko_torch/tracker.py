@@ -204,10 +204,10 @@ class GEKOTracker:
         """Queue already computed signals for the store (``loss`` does this for you)."""
         ids = _as_ids(sample_ids, int(signals.loss.shape[0]))
         n_samples = self.store.n_samples
-        values = torch.stack([
-            signals.loss.detach().float(), signals.confidence.float(),
-            signals.correct.float(), signals.valid.float(),
-        ])
+        loss = signals.loss.detach().float()
+        # NaN: no margin (a hand-built SampleSignals); the store leaves the sample's AUM as it is.
+        margin = torch.full_like(loss, float("nan")) if signals.margin is None else signals.margin.float()
+        values = torch.stack([loss, signals.confidence.float(), signals.correct.float(), signals.valid.float(), margin])
         n = int(ids.shape[0])
         if self.exchange is not None:
             self._record_distributed(ids, values, n_samples)
@@ -344,7 +344,7 @@ class GEKOTracker:
             return
         try:
             with torch_threads_kept():
-                applied = self.store.observe(ids, v[0], v[1], v[2] > 0)
+                applied = self.store.observe(ids, v[0], v[1], v[2] > 0, v[4])
         except InputError as e:
             bad = ids[~(np.isfinite(v[0]) & np.isfinite(v[1]))]
             if bad.size == 0:

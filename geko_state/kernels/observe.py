@@ -7,7 +7,11 @@ the position of the first offending element and
 both, then stored as float32, so they agree bit for bit.
 
 State columns (all shape ``[N]`` except ``window``: ``[N, LOSS_WINDOW]``) are updated in place.
-Batch arrays have shape ``[B]``: ids int64, losses float32, confidences float32, correct uint8.
+Batch arrays have shape ``[B]``: ids int64, losses float32, confidences float32, correct uint8,
+margins float32 (``[0]`` when the caller has none). ``aum`` is the running mean of the margins
+with ``times_seen`` as its count (the first margin sets it): GEKO's trackers pass a margin with
+every observation. A margin that is not finite (NaN: unknown) leaves ``aum`` unchanged.
+``wrong_streak`` saturates at 255.
 """
 from __future__ import annotations
 
@@ -39,6 +43,9 @@ OBS_NEGATIVE_LOSS = 3
 OBS_NONFINITE_CONFIDENCE = 4
 OBS_CONFIDENCE_RANGE = 5
 
+# wrong_streak is a uint8 column: it stops counting here.
+WRONG_STREAK_MAX = 255
+
 
 def _first(mask: np.ndarray) -> int:
     return int(np.argmax(mask)) if mask.any() else -1
@@ -46,7 +53,8 @@ def _first(mask: np.ndarray) -> int:
 
 def observe_numpy(
     times_seen, last_loss, confidence, correct, window, quality, q_value,
-    ids, losses, confs, corr, q_lr, loss_scale, skip_nonfinite,
+    aum, wrong_streak,
+    ids, losses, confs, corr, margins, q_lr, loss_scale, skip_nonfinite,
 ):
     """Readable reference. Duplicate ids are applied in batch order, one occurrence per round."""
     n = times_seen.shape[0]
@@ -71,7 +79,9 @@ def observe_numpy(
 
     keep = ~nonfinite
     skipped = int(nonfinite.sum())
-    ids, losses, confs, corr = ids[keep], losses[keep], confs[keep], corr[keep]
+    if margins.shape[0] == 0:
+        margins = np.full(ids.shape[0], np.nan, dtype=np.float32)
+    ids, losses, confs, corr, margins = ids[keep], losses[keep], confs[keep], corr[keep], margins[keep]
     # Occurrence rank of each id inside the batch: round r applies every id's r-th occurrence.
     order = np.argsort(ids, kind="stable")
     sorted_ids = ids[order]
@@ -83,9 +93,15 @@ def observe_numpy(
     newly_seen = 0
     for r in range(int(rank.max()) + 1 if ids.size else 0):
         sel = rank == r
-        s, l, c, k = ids[sel], losses[sel], confs[sel], corr[sel]
+        s, l, c, k, mg = ids[sel], losses[sel], confs[sel], corr[sel], margins[sel]
         seen = times_seen[s].astype(np.int64)
         newly_seen += int((seen == 0).sum())
+        now = k != 0
+        wrong_streak[s] = np.where(now, 0, np.minimum(wrong_streak[s].astype(np.int64) + 1, WRONG_STREAK_MAX))
+        has = np.isfinite(mg)
+        sm, m = s[has], mg[has].astype(np.float64)
+        old = aum[sm].astype(np.float64)
+        aum[sm] = np.where(np.isnan(old), m, old + (m - old) / (seen[has] + 1)).astype(np.float32)
         window[s, seen % LOSS_WINDOW] = l
         cnt = np.minimum(seen + 1, LOSS_WINDOW)
         times_seen[s] = seen + 1
@@ -161,13 +177,22 @@ def _prefetch_row(typingctx, arr, row):
     return types.void(arr, row), codegen
 
 
-# Ids whose rows are prefetched ahead of their updates (7 columns each: within L1/L2).
+# Ids whose rows are prefetched ahead of their updates (8 or 9 columns each: within L1/L2).
 PREFETCH_BLOCK = 64
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _apply(s, l, c, k, times_seen, last_loss, confidence, correct, window, quality, q_value, a, scale):
+def _apply(s, l, c, k, mg, times_seen, last_loss, confidence, correct, window, quality, q_value,
+           aum, wrong_streak, a, scale):
     seen = np.int64(times_seen[s])
+    if k != 0:
+        wrong_streak[s] = 0
+    elif wrong_streak[s] < WRONG_STREAK_MAX:
+        wrong_streak[s] = wrong_streak[s] + 1
+    if np.isfinite(mg):
+        old = np.float64(aum[s])
+        m = np.float64(mg)
+        aum[s] = np.float32(m if np.isnan(old) else old + (m - old) / (seen + 1))
     window[s, seen % LOSS_WINDOW] = l
     cnt = min(seen + 1, LOSS_WINDOW)
     times_seen[s] = seen + 1
@@ -195,7 +220,8 @@ def _apply(s, l, c, k, times_seen, last_loss, confidence, correct, window, quali
 @numba.njit(cache=True, nogil=True)
 def observe_numba_serial(
     times_seen, last_loss, confidence, correct, window, quality, q_value,
-    ids, losses, confs, corr, q_lr, loss_scale, skip_nonfinite,
+    aum, wrong_streak,
+    ids, losses, confs, corr, margins, q_lr, loss_scale, skip_nonfinite,
 ):
     code, idx = _validate(times_seen.shape[0], ids, losses, confs, skip_nonfinite)
     if code != OBS_OK:
@@ -205,6 +231,7 @@ def observe_numba_serial(
     skipped = 0
     newly_seen = 0
     b = ids.shape[0]
+    has_m = margins.shape[0] > 0
     # Batch order, so duplicates behave like successive observations. Each block's rows are
     # prefetched first: on a large state every row is a cache (and TLB) miss in 7 columns, and the
     # update loop alone waits for them one id at a time; the prefetches overlap them.
@@ -219,19 +246,24 @@ def observe_numba_serial(
             _prefetch_row(correct, s)
             _prefetch_row(quality, s)
             _prefetch_row(q_value, s)
+            _prefetch_row(wrong_streak, s)
+            if has_m:
+                _prefetch_row(aum, s)
         for i in range(lo, hi):
             if not (np.isfinite(losses[i]) and np.isfinite(confs[i])):
                 skipped += 1
                 continue
-            newly_seen += _apply(ids[i], losses[i], confs[i], corr[i], times_seen, last_loss, confidence,
-                                 correct, window, quality, q_value, a, scale)
+            mg = margins[i] if has_m else np.float32(np.nan)
+            newly_seen += _apply(ids[i], losses[i], confs[i], corr[i], mg, times_seen, last_loss, confidence,
+                                 correct, window, quality, q_value, aum, wrong_streak, a, scale)
     return OBS_OK, -1, skipped, newly_seen
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def observe_numba_parallel(
     times_seen, last_loss, confidence, correct, window, quality, q_value,
-    ids, losses, confs, corr, q_lr, loss_scale, skip_nonfinite, parts,
+    aum, wrong_streak,
+    ids, losses, confs, corr, margins, q_lr, loss_scale, skip_nonfinite, parts,
 ):
     code, idx = _validate(times_seen.shape[0], ids, losses, confs, skip_nonfinite)
     if code != OBS_OK:
@@ -240,6 +272,7 @@ def observe_numba_parallel(
     scale = np.float64(loss_scale)
     skipped = np.zeros(parts, dtype=np.int64)
     newly_seen = np.zeros(parts, dtype=np.int64)
+    has_m = margins.shape[0] > 0
     # Thread t owns the ids with id % parts == t and walks the batch in order: every sample's
     # updates stay in batch order (duplicates included) and no two threads touch one sample.
     for t in numba.prange(parts):
@@ -250,8 +283,9 @@ def observe_numba_parallel(
             if not (np.isfinite(losses[i]) and np.isfinite(confs[i])):
                 skipped[t] += 1
                 continue
-            newly_seen[t] += _apply(s, losses[i], confs[i], corr[i], times_seen, last_loss, confidence,
-                                    correct, window, quality, q_value, a, scale)
+            mg = margins[i] if has_m else np.float32(np.nan)
+            newly_seen[t] += _apply(s, losses[i], confs[i], corr[i], mg, times_seen, last_loss, confidence,
+                                    correct, window, quality, q_value, aum, wrong_streak, a, scale)
     return OBS_OK, -1, skipped.sum(), newly_seen.sum()
 
 
@@ -261,15 +295,18 @@ PARALLEL_MIN_BATCH = 1024
 
 def observe_numba(
     times_seen, last_loss, confidence, correct, window, quality, q_value,
-    ids, losses, confs, corr, q_lr, loss_scale, skip_nonfinite,
+    aum, wrong_streak,
+    ids, losses, confs, corr, margins, q_lr, loss_scale, skip_nonfinite,
 ):
     """Serial for small batches, id-partitioned across threads for large ones (same result)."""
     if ids.shape[0] >= PARALLEL_MIN_BATCH and numba.get_num_threads() > 1:
         return observe_numba_parallel(
             times_seen, last_loss, confidence, correct, window, quality, q_value,
-            ids, losses, confs, corr, q_lr, loss_scale, skip_nonfinite, numba.get_num_threads(),
+            aum, wrong_streak,
+            ids, losses, confs, corr, margins, q_lr, loss_scale, skip_nonfinite, numba.get_num_threads(),
         )
     return observe_numba_serial(
         times_seen, last_loss, confidence, correct, window, quality, q_value,
-        ids, losses, confs, corr, q_lr, loss_scale, skip_nonfinite,
+        aum, wrong_streak,
+        ids, losses, confs, corr, margins, q_lr, loss_scale, skip_nonfinite,
     )

@@ -194,11 +194,11 @@ def _rewrite_state(src, dst, **changes: bytes) -> None:
 
 def test_other_state_schema_versions_are_refused(state_files, tmp_path):
     root, _ = state_files
-    for v in (b"1", b"3", b"99"):
+    for v in (b"1", b"2", b"99"):
         dst = tmp_path / f"v{v.decode()}.arrow"
         _rewrite_state(root / "ck.arrow", dst, geko_schema_version=v)
         with pytest.raises(SchemaVersionError, match=rf"v{v.decode()}\.arrow: state schema version {v.decode()}, "
-                                                     r"this GEKO reads version 2"):
+                                                     r"this GEKO reads version 3"):
             StateStore.open(dst)
     # metadata of another version with a checksum that matches it (what another release would write)
     dst = tmp_path / "meta_v1.arrow"
@@ -581,10 +581,10 @@ def test_the_history_checksum_covers_values_not_their_encoding(history_run, tmp_
 def test_other_history_versions_are_refused(history_run, tmp_path):
     run = history_run["run"]
     for label, src, kind in _kinds(run):
-        for v in ("0", "2", "99"):
+        for v in ("0", "1", "99"):
             dst = tmp_path / f"v{v}_{label}"
             _rewrite_history(src, dst, kind, geko_schema_version=v)
-            with pytest.raises(SchemaVersionError, match=rf"v{v}_{label}: history format version {v}, this GEKO reads version 1"):
+            with pytest.raises(SchemaVersionError, match=rf"v{v}_{label}: history format version {v}, this GEKO reads version 2"):
                 read_history_file(dst, kind)
         # a file written before checksums existed: plain Parquet, no geko.* metadata
         dst = tmp_path / f"old_{label}"

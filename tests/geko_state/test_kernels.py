@@ -29,7 +29,19 @@ def _random_state(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
     cols["frozen_at_epoch"] = np.where(cols["consecutive_frozen"] > 0, 1, -1).astype(np.int32)
     cols["loss_window"] = (rng.random((n, 5)) * 3).astype(np.float32)
     cols["last_loss"] = cols["loss_window"][:, 0].copy()
+    cols["aum"] = np.where(rng.random(n) < 0.7, rng.normal(0, 3, n), np.nan).astype(np.float32)
+    # 253..255: the saturation edge
+    cols["wrong_streak"] = np.where(cols["correct"] == 1, 0, rng.choice([0, 1, 3, 253, 254, 255], n)).astype(np.uint8)
     return cols
+
+
+def _margins(rng: np.random.Generator, b: int) -> np.ndarray:
+    """A batch's margins: none at all (length 0), or random ones with some NaN (unknown)."""
+    if rng.random() < 0.3:
+        return np.empty(0, dtype=np.float32)
+    m = rng.normal(0, 4, b).astype(np.float32)
+    m[rng.random(b) < 0.2] = np.nan
+    return m
 
 
 def _copy(cols):
@@ -38,7 +50,8 @@ def _copy(cols):
 
 def _obs_args(cols, batch):
     return (cols["times_seen"], cols["last_loss"], cols["confidence"], cols["correct"],
-            cols["loss_window"], cols["quality"], cols["q_value"], *batch)
+            cols["loss_window"], cols["quality"], cols["q_value"],
+            cols["aum"], cols["wrong_streak"], *batch)
 
 
 @settings(max_examples=60, deadline=None)
@@ -54,7 +67,7 @@ def test_observe_numba_equals_numpy(seed, n, b, skip, lr, scale):
         losses[rng.random(b) < 0.2] = np.nan
         confs[rng.random(b) < 0.1] = np.inf
     corr = (rng.random(b) < 0.5).astype(np.uint8)
-    batch = (ids, losses, confs, corr, np.float64(lr), np.float64(scale), skip)
+    batch = (ids, losses, confs, corr, _margins(rng, b), np.float64(lr), np.float64(scale), skip)
     a, c = _copy(cols), _copy(cols)
     ra = NB.observe(*_obs_args(a, batch))
     rc = NP.observe(*_obs_args(c, batch))
@@ -132,7 +145,7 @@ def test_parallel_observe_equals_serial(seed, n, b, skip, parts):
     if skip and b:
         losses[rng.random(b) < 0.2] = np.nan
     batch = (ids, losses, rng.random(b).astype(np.float32), (rng.random(b) < 0.5).astype(np.uint8),
-             np.float64(0.1), np.float64(10.0), skip)
+             _margins(rng, b), np.float64(0.1), np.float64(10.0), skip)
     a, c = _copy(cols), _copy(cols)
     ra = observe_numba_parallel(*_obs_args(a, batch), parts)
     rc = observe_numba_serial(*_obs_args(c, batch))

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from geko_state import (
-    GEKOConfig, InputError, SchemaVersionError, StateFileError, StateStore, StoreClosedError, bytes_per_sample,
+    GEKOConfig, InputError, SCHEMA_VERSION, SchemaVersionError, StateFileError, StateStore, StoreClosedError, bytes_per_sample,
 )
 from geko_state import statefile
 from tests.conftest import snapshot
@@ -37,7 +37,7 @@ def test_mmap_file_reopens_equal_and_is_readable_by_arrow_polars_duckdb(tmp_path
     disk.flush()
     # other readers see the flushed state through the file itself
     table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
-    assert table.num_rows == 500 and table.schema.metadata[b"geko.schema_version"] == b"2"
+    assert table.num_rows == 500 and table.schema.metadata[b"geko.schema_version"] == str(SCHEMA_VERSION).encode()
     np.testing.assert_array_equal(table["q_value"].to_numpy(), mem.column("q_value"))
     df = pl.read_ipc(path)
     assert df["bucket"].cast(pl.String).to_list() == mem.to_polars()["bucket"].cast(pl.String).to_list()

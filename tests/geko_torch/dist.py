@@ -12,7 +12,7 @@ from safetensors.numpy import load_file
 from geko_state import COLUMN_NAMES, StateStore
 
 ROOT = Path(__file__).resolve().parents[2]
-FLOAT_COLUMNS = {"confidence", "q_value", "last_loss", "quality", "loss_window"}
+FLOAT_COLUMNS = {"confidence", "q_value", "last_loss", "quality", "loss_window", "aum"}
 
 
 def torchrun(nproc: int, script: Path, *args: str) -> None:

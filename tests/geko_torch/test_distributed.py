@@ -113,9 +113,12 @@ def test_exchange_edge_cases_agree_on_every_rank(runs):
 # ---------------------------------------------------------------------- the packing (pure functions)
 def _values(n: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    v = torch.rand(4, n, generator=g)
+    v = torch.rand(5, n, generator=g)
     v[2] = (v[2] > 0.5).float()
     v[3] = (v[3] > 0.2).float()
+    v[4] = (v[4] - 0.5) * 20  # margins: signed logits
+    if n:
+        v[4, 0] = float("nan")  # an unknown margin travels as NaN
     return v
 
 
@@ -130,8 +133,9 @@ def test_pack_then_decode_keeps_ids_above_2_24_and_float_bits():
     assert buf.dtype == torch.uint8 and buf.numel() == HEADER_BYTES + BYTES_PER_SLOT * 6
     res = decode_gathered([_gather([buf])])
     assert res.ids.tolist() == ids.tolist()
-    assert np.array_equal(res.values.view(np.uint32)[:2], v[:2].numpy().view(np.uint32))  # bit-exact
-    assert np.array_equal(res.values[2:], v[2:].numpy())
+    bits = [0, 1, 4]  # loss, confidence, margin: bit-exact
+    assert np.array_equal(res.values.view(np.uint32)[bits], v[bits].numpy().view(np.uint32))
+    assert np.array_equal(res.values[2:4], v[2:4].numpy())
     assert res.counts.tolist() == [4] and res.bad.tolist() == [-1]
 
 

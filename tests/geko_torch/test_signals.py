@@ -26,7 +26,7 @@ IGN = -100
 
 def reference_lm(logits: torch.Tensor, labels: torch.Tensor, threshold: float = 0.5, token_accuracy=None):
     """Straightforward per-sample loop: F.cross_entropy and softmax on each sample's label tokens."""
-    losses, confs, corrects, valids = [], [], [], []
+    losses, confs, corrects, valids, margins = [], [], [], [], []
     for b in range(logits.shape[0]):
         x = logits[b, :-1].float()
         y = labels[b, 1:]
@@ -36,6 +36,7 @@ def reference_lm(logits: torch.Tensor, labels: torch.Tensor, threshold: float = 
             confs.append(torch.tensor(0.0))
             corrects.append(False)
             valids.append(False)
+            margins.append(torch.tensor(0.0))
             continue
         loss = F.cross_entropy(x[keep], y[keep])
         probs = x[keep].detach().softmax(-1)
@@ -46,7 +47,15 @@ def reference_lm(logits: torch.Tensor, labels: torch.Tensor, threshold: float = 
         else:
             corrects.append(bool((probs.argmax(-1) == y[keep]).float().mean() >= token_accuracy))
         valids.append(True)
-    return torch.stack(losses), torch.stack(confs), torch.tensor(corrects), torch.tensor(valids)
+        margins.append(reference_margin(x[keep].detach(), y[keep]).mean())
+    return torch.stack(losses), torch.stack(confs), torch.tensor(corrects), torch.tensor(valids), torch.stack(margins)
+
+
+def reference_margin(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Label logit minus the largest other logit, per row of ``x`` [R, C], by masking the label out."""
+    others = x.clone()
+    others[torch.arange(len(y)), y] = float("-inf")
+    return x[torch.arange(len(y)), y] - others.max(-1).values
 
 
 def make_labels(layout: str, batch: int, seq: int, vocab: int, gen: torch.Generator) -> torch.Tensor:
@@ -85,6 +94,8 @@ def check_against_reference(logits, labels, atol=1e-5, **options):
     torch.testing.assert_close(ours.confidence, ref[1].float(), atol=atol, rtol=1e-5)
     assert torch.equal(ours.valid, ref[3])
     assert torch.equal(ours.correct, ref[2])
+    assert ours.margin.dtype == torch.float32 and not ours.margin.requires_grad
+    torch.testing.assert_close(ours.margin, ref[4].float(), atol=atol * 10, rtol=1e-4)
     assert leaf.grad.dtype == logits.dtype
     torch.testing.assert_close(leaf.grad.float(), ref_leaf.grad.float(), atol=atol, rtol=1e-3)
     return ours
@@ -170,9 +181,9 @@ def test_all_rows_path_matches_selected_rows(monkeypatch, chunk_rows):
     outs, grads = [], []
     for rows in (mask.nonzero().squeeze(1), None):
         leaf = logits.clone().requires_grad_(True)
-        nll, conf, hit = _TokenCrossEntropy.apply(leaf, targets, mask, rows)
+        nll, conf, hit, margin = _TokenCrossEntropy.apply(leaf, targets, mask, rows)
         (nll * torch.arange(rows_total)).sum().backward()
-        outs.append((nll.detach(), conf, hit))
+        outs.append((nll.detach(), conf, hit, margin))
         grads.append(leaf.grad)
     for a, b in zip(outs[0], outs[1]):
         assert torch.equal(a, b)
@@ -225,6 +236,9 @@ def test_classification_matches_reference():
     torch.testing.assert_close(ours.confidence, torch.where(valid, probs.max(-1).values, 0.0))
     assert torch.equal(ours.correct, (probs.argmax(-1) == labels) & valid)
     assert torch.equal(ours.valid, valid)
+    ref_margin = reference_margin(logits.detach(), labels.clamp(min=0))
+    torch.testing.assert_close(ours.margin, torch.where(valid, ref_margin, 0.0))
+    assert (ours.margin[ours.correct] >= 0).all() and (ours.margin[valid & ~ours.correct] <= 0).all()
 
 
 def test_tiny_gpt2_loss_matches_hf():

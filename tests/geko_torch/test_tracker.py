@@ -100,7 +100,7 @@ def test_observations_wait_for_their_device_copy_and_keep_order():
 
     events = [FakeEvent() for _ in range(4)]
     for k, ev in enumerate(events):
-        vals = torch.tensor([[0.5 + k], [0.5], [1.0], [1.0]], dtype=torch.float32)
+        vals = torch.tensor([[0.5 + k], [0.5], [1.0], [1.0], [2.0 + k]], dtype=torch.float32)
         tracker._pending.append(_Pending(torch.tensor([0]), vals, ev))
     tracker._drain(block=False)
     assert tracker.pending == 4 and store.column("times_seen")[0] == 0  # nothing landed: nothing applied
@@ -112,13 +112,14 @@ def test_observations_wait_for_their_device_copy_and_keep_order():
     tracker.flush()
     assert tracker.pending == 0 and store.column("last_loss")[0] == np.float32(3.5)
     assert store.column("times_seen")[0] == 4
+    assert store.column("aum")[0] == np.float32(3.5)  # the margins 2..5 arrived in order: their mean
 
 
 def test_state_dict_needs_a_flush_and_round_trips():
     store = StateStore.create(4, config=_cfg())
     tracker = GEKOTracker(store)
     sig = causal_lm_signals(torch.randn(2, 3, 5), torch.tensor([[1, 2, 3], [1, 1, 1]]))
-    tracker._pending.append(_Pending(torch.tensor([0, 1]), torch.zeros(4, 2), type("E", (), {"query": lambda s: False})()))
+    tracker._pending.append(_Pending(torch.tensor([0, 1]), torch.zeros(5, 2), type("E", (), {"query": lambda s: False})()))
     with pytest.raises(InputError, match="flush"):
         tracker.state_dict()
     tracker._pending.clear()

@@ -1,0 +1,205 @@
+"""Label-noise scores from the training state: which samples are probably mislabeled.
+
+Every observation already carries what a noise finder needs: the logit margin of the assigned label
+(its logit minus the largest other logit), and whether the prediction was correct. The state keeps
+their running summary (:mod:`geko_state.schema`): ``aum``, the mean margin over the sample's
+observations (Area Under the Margin, Pleiss et al. 2020), and ``wrong_streak``, how many
+observations in a row ended not correct. A mislabeled sample's assigned label keeps losing to the
+class the model learns from its clean neighbours: its AUM is negative and it is never correct. A
+hard but learnable sample is wrong early, then its margin rises and it turns correct, which resets
+its streak. Nothing here costs a training pass: cleanlab's Confident Learning needs K extra
+cross-validated trainings for out-of-sample probabilities.
+
+Scores are registered by name in :data:`NOISE_SCORES`; each is a pure function of state columns
+(arrays in, float64 ``[N]`` out, higher = more suspicious, NaN for a sample never observed):
+
+``geko`` (the default)
+    ``(wrong_share + sigmoid(-aum)) / 2`` in [0, 1], where ``wrong_share = min(wrong_streak,
+    times_seen) / times_seen`` is the share of the sample's observations, counted back from the
+    last, that were all wrong. A sample wrong at every observation with a strongly negative AUM
+    scores near 1; one that ended correct with a positive AUM near 0. Threshold 0.5.
+``aum``
+    ``-aum``: AUM alone, as in Pleiss et al. (their threshold-sample calibration is not done; the
+    natural cut is 0: the assigned label lost on average).
+``loss``
+    the last training loss: the baseline every loss-ranking method reduces to.
+
+The ranking rule: score descending, ties by ``sample_id`` ascending; rank 1 is the most suspicious.
+Samples never observed (``times_seen == 0``) or without a margin yet (``aum`` NaN, for scores that
+read it) are not ranked.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import ConfigError
+from .schema import BUCKET_NAMES
+from .validate import check_int, check_number
+
+__all__ = [
+    "DEFAULT_NOISE_SCORE",
+    "NOISE_SCORES",
+    "NoiseScore",
+    "SUSPECT_COLUMNS",
+    "SuspectsConfig",
+    "geko_score",
+    "noise_scores",
+    "rank_suspects",
+    "store_suspects",
+    "suspects_table",
+]
+
+DEFAULT_NOISE_SCORE = "geko"
+
+# Columns of suspects_table and of the SQL view ``suspects``.
+SUSPECT_COLUMNS: tuple[str, ...] = ("sample_id", "score", "rank", "aum", "wrong_streak", "times_seen", "bucket")
+# State columns suspects_table reads.
+_STATE_COLUMNS: tuple[str, ...] = ("sample_id", "bucket", "aum", "wrong_streak", "times_seen", "last_loss")
+
+
+def _observed(times_seen: np.ndarray) -> np.ndarray:
+    return times_seen > 0
+
+
+def geko_score(aum: np.ndarray, wrong_streak: np.ndarray, times_seen: np.ndarray) -> np.ndarray:
+    """GEKO's noise score, float64 ``[N]`` in [0, 1] (NaN where unobserved or without a margin)."""
+    seen = times_seen.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        wrong_share = np.minimum(wrong_streak.astype(np.float64), seen) / seen
+        # sigmoid(-aum) without overflow for large |aum|
+        a = aum.astype(np.float64)
+        sig = np.where(a >= 0, np.exp(-np.abs(a)) / (1 + np.exp(-np.abs(a))), 1 / (1 + np.exp(-np.abs(a))))
+    out = (wrong_share + sig) / 2
+    out[~_observed(times_seen) | np.isnan(a)] = np.nan
+    return out
+
+
+def _aum_score(aum: np.ndarray, wrong_streak: np.ndarray, times_seen: np.ndarray) -> np.ndarray:
+    out = -aum.astype(np.float64)
+    out[~_observed(times_seen)] = np.nan
+    return out
+
+
+def _loss_score(aum: np.ndarray, wrong_streak: np.ndarray, times_seen: np.ndarray,
+                last_loss: np.ndarray) -> np.ndarray:
+    out = last_loss.astype(np.float64)
+    out[~_observed(times_seen)] = np.nan
+    return out
+
+
+@dataclass(frozen=True)
+class NoiseScore:
+    """A registered score: its function of state columns, the columns it reads (passed by name),
+    and the threshold above which a sample is a suspect when the caller gives none (None: the
+    score has no natural cut; ask for ``top`` instead)."""
+
+    name: str
+    fn: Callable[..., np.ndarray]
+    columns: tuple[str, ...]
+    default_threshold: float | None
+    description: str
+
+
+NOISE_SCORES: dict[str, NoiseScore] = {
+    s.name: s
+    for s in (
+        NoiseScore("geko", geko_score, ("aum", "wrong_streak", "times_seen"), 0.5,
+                   "(share of last observations all wrong + sigmoid(-AUM)) / 2"),
+        NoiseScore("aum", _aum_score, ("aum", "wrong_streak", "times_seen"), 0.0,
+                   "-AUM: minus the mean margin of the assigned label"),
+        NoiseScore("loss", _loss_score, ("aum", "wrong_streak", "times_seen", "last_loss"), None,
+                   "the last training loss"),
+    )
+}
+
+
+def _get(name: str) -> NoiseScore:
+    if name not in NOISE_SCORES:
+        raise ConfigError(f"noise score must be one of {sorted(NOISE_SCORES)}, got {name!r}")
+    return NOISE_SCORES[name]
+
+
+def noise_scores(columns: Mapping[str, np.ndarray], score: str = DEFAULT_NOISE_SCORE) -> np.ndarray:
+    """Score ``score`` (a :data:`NOISE_SCORES` name) of every sample, float64 ``[N]``; NaN = not ranked.
+
+    ``columns``: state columns by name (a :class:`~geko_state.store.StateStore`'s ``column``
+    arrays, or any mapping holding the ones the score reads).
+    """
+    s = _get(score)
+    return s.fn(*(np.asarray(columns[c]) for c in s.columns))
+
+
+def rank_suspects(scores: np.ndarray, *, top: int | None = None, threshold: float | None = None) -> np.ndarray:
+    """Row indices of the suspects, most suspicious first, int64.
+
+    Score descending, ties by index ascending; NaN scores never rank. ``threshold``: only scores
+    above it; ``top``: at most that many (after the threshold).
+    """
+    idx = np.flatnonzero(~np.isnan(scores)).astype(np.int64)
+    if threshold is not None:
+        idx = idx[scores[idx] > threshold]
+    # A stable sort on -score keeps ascending ids among ties.
+    order = idx[np.argsort(-scores[idx], kind="stable")]
+    return order if top is None else order[:top]
+
+
+@dataclass(frozen=True)
+class SuspectsConfig:
+    """Which samples count as suspects: the score's name, and ``top`` (the K highest) and/or
+    ``threshold`` (scores above it). Neither: the score's default threshold."""
+
+    score: str = DEFAULT_NOISE_SCORE
+    top: int | None = None
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        _get(self.score)
+        if self.top is not None:
+            check_int(self.top, "SuspectsConfig.top", 0, error=ConfigError, form="None or an integer >= 0")
+        if self.threshold is not None:
+            object.__setattr__(self, "threshold", check_number(self.threshold, "SuspectsConfig.threshold",
+                                                               error=ConfigError, what="None or a finite number"))
+        if self.top is None and self.threshold is None and _get(self.score).default_threshold is None:
+            raise ConfigError(f"the {self.score!r} score has no natural threshold: give top=K or a threshold")
+
+    @property
+    def effective_threshold(self) -> float | None:
+        if self.threshold is not None or self.top is not None:
+            return self.threshold
+        return _get(self.score).default_threshold
+
+
+def suspects_table(columns: Mapping[str, np.ndarray], config: SuspectsConfig | None = None, *,
+                   ranked_only: bool = True) -> pa.Table:
+    """The suspects as a ``pyarrow.Table`` with :data:`SUSPECT_COLUMNS`, rank 1 first.
+
+    ``columns``: state columns by name (``sample_id``, ``bucket``, ``aum``, ``wrong_streak``,
+    ``times_seen``, ``last_loss``). With ``ranked_only=False`` every ranked sample is returned
+    whatever ``config``'s top / threshold (the SQL view does this: users filter with WHERE).
+    """
+    config = config or SuspectsConfig()
+    scores = noise_scores(columns, config.score)
+    if ranked_only:
+        rows = rank_suspects(scores, top=config.top, threshold=config.effective_threshold)
+    else:
+        rows = rank_suspects(scores)
+    bucket_codes = np.asarray(columns["bucket"])[rows].astype(np.int8)
+    return pa.table({
+        "sample_id": pa.array(np.asarray(columns["sample_id"])[rows], pa.int64()),
+        "score": pa.array(scores[rows], pa.float64()),
+        "rank": pa.array(np.arange(1, rows.shape[0] + 1, dtype=np.int64)),
+        "aum": pa.array(np.asarray(columns["aum"])[rows], pa.float32()),
+        "wrong_streak": pa.array(np.asarray(columns["wrong_streak"])[rows], pa.uint8()),
+        "times_seen": pa.array(np.asarray(columns["times_seen"])[rows], pa.int32()),
+        "bucket": pa.DictionaryArray.from_arrays(pa.array(bucket_codes, pa.int8()), pa.array(BUCKET_NAMES)),
+    })
+
+
+def store_suspects(store: object, config: SuspectsConfig | None = None, *, ranked_only: bool = True) -> pa.Table:
+    """:func:`suspects_table` of a :class:`~geko_state.store.StateStore` (read through its
+    ``column`` views, nothing copied but the result)."""
+    return suspects_table({c: store.column(c) for c in _STATE_COLUMNS}, config, ranked_only=ranked_only)

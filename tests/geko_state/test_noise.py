@@ -1,0 +1,110 @@
+"""The learnability columns (aum, wrong_streak), the noise scores and the ``suspects`` view."""
+import math
+
+import numpy as np
+import pytest
+
+from geko_state import (
+    NOISE_SCORES, ConfigError, GEKOConfig, HistoryWriter, InputError, StateStore, SuspectsConfig, noise_scores,
+    query, store_suspects,
+)
+from geko_state.noise import rank_suspects
+
+
+def test_aum_is_the_mean_margin_and_an_unknown_margin_changes_nothing(kernels):
+    s = StateStore.create(3, config=GEKOConfig(use_curriculum=False), kernels=kernels)
+    assert math.isnan(s.column("aum")[0])
+    s.observe([0, 1], [0.5, 0.5], [0.5, 0.5], [True, False], [2.0, float("nan")])
+    s.observe([0, 1], [0.5, 0.5], [0.5, 0.5], [True, False], [-1.0, 4.0])
+    s.observe([0], [0.5], [0.5], [True], [5.0])
+    assert s.column("aum")[0] == pytest.approx((2 - 1 + 5) / 3)
+    # sample 1's first margin arrived at its second observation: it sets the mean
+    assert s.column("aum")[1] == np.float32(4.0)
+    s.observe([2], [0.5], [0.5], [True])  # no margins at all
+    assert math.isnan(s.column("aum")[2]) and s.column("times_seen")[2] == 1
+
+
+def test_wrong_streak_counts_wrong_observations_in_a_row_and_saturates(kernels):
+    s = StateStore.create(2, config=GEKOConfig(use_curriculum=False), kernels=kernels)
+    for k in [False, False, True, False, False, False]:
+        s.observe([0], [0.5], [0.5], [k])
+    assert s.column("wrong_streak")[0] == 3
+    ids = np.ones(300, np.int64)
+    s.observe(ids, np.full(300, 1.0), np.full(300, 0.5), np.zeros(300, bool), np.full(300, -2.0))
+    assert s.column("wrong_streak")[1] == 255 and s.column("times_seen")[1] == 300
+    assert s.column("aum")[1] == np.float32(-2.0)
+
+
+def test_bad_margins_are_refused_whole():
+    s = StateStore.create(2)
+    with pytest.raises(InputError, match="margins must have the length of ids"):
+        s.observe([0, 1], [0.1, 0.1], [0.5, 0.5], [True, True], [1.0])
+    assert s.column("times_seen").tolist() == [0, 0]
+
+
+def _columns(aum, streak, seen, loss=None):
+    n = len(aum)
+    return {"aum": np.float32(aum), "wrong_streak": np.uint8(streak), "times_seen": np.int32(seen),
+            "last_loss": np.float32(loss if loss is not None else np.zeros(n)),
+            "sample_id": np.arange(n, dtype=np.int64), "bucket": np.full(n, 2, np.int8)}
+
+
+def test_geko_score_orders_never_correct_and_negative_margin_first():
+    # 0: wrong at all 3 observations, AUM -4 (a flipped label); 1: hard but learned (correct last);
+    # 2: easy; 3: never observed; 4: wrong at the last 2 of 4, AUM -1
+    cols = _columns([-4, -1, 6, np.nan, -1], [3, 0, 0, 0, 2], [3, 3, 3, 0, 4])
+    g = noise_scores(cols)
+    assert math.isnan(g[3])
+    assert g[0] > g[4] > g[1] > g[2]
+    assert 0 <= np.nanmin(g) and np.nanmax(g) <= 1
+    assert g[0] == pytest.approx((1 + 1 / (1 + math.exp(-4))) / 2)
+    np.testing.assert_array_equal(noise_scores(cols, "aum")[[0, 1, 2, 4]], [4, 1, -6, 1])
+    assert rank_suspects(g).tolist() == [0, 4, 1, 2]
+    assert rank_suspects(g, threshold=0.5).tolist() == [0, 4]
+    assert rank_suspects(noise_scores(cols, "aum"), top=2).tolist() == [0, 1]  # tie at 1: lower id first
+
+
+def test_scores_are_a_registry_and_configs_are_validated():
+    assert set(NOISE_SCORES) >= {"geko", "aum", "loss"}
+    with pytest.raises(ConfigError, match="noise score must be one of"):
+        SuspectsConfig(score="nope")
+    with pytest.raises(ConfigError, match="no natural threshold"):
+        SuspectsConfig(score="loss")
+    with pytest.raises(ConfigError, match="top"):
+        SuspectsConfig(top=-1)
+    assert SuspectsConfig(score="loss", top=3).effective_threshold is None
+    assert SuspectsConfig().effective_threshold == 0.5
+
+
+def _noisy_run(tmp_path):
+    """A run whose samples 0..3 are always wrong with a negative margin, 4..19 learned."""
+    rng = np.random.default_rng(0)
+    store = StateStore.create(20, tmp_path / "state.arrow", GEKOConfig())
+    writer = HistoryWriter(tmp_path)
+    ids = np.arange(20)
+    for epoch in range(3):
+        noisy = ids < 4
+        correct = ~noisy & (epoch > 0)
+        margins = np.where(noisy, -3 - rng.random(20), np.where(correct, 2.0, -0.5)).astype(np.float32)
+        store.observe(ids, np.where(noisy, 3.0, 0.3), np.full(20, 0.6), correct, margins)
+        stats = store.repartition()
+        writer.record(store, stats, samples_trained=20)
+    store.flush()
+    return store
+
+
+def test_suspects_from_a_store_and_the_sql_view_agree(tmp_path):
+    store = _noisy_run(tmp_path)
+    table = store_suspects(store)
+    assert table.column_names == ["sample_id", "score", "rank", "aum", "wrong_streak", "times_seen", "bucket"]
+    assert sorted(table["sample_id"].to_pylist()) == [0, 1, 2, 3]
+    assert table["rank"].to_pylist() == [1, 2, 3, 4]
+    assert table["wrong_streak"].to_pylist() == [3] * 4 and table["times_seen"].to_pylist() == [3] * 4
+    top = store_suspects(store, SuspectsConfig(top=2))
+    assert top["sample_id"].to_pylist() == table["sample_id"].to_pylist()[:2]
+    view = query(tmp_path, "SELECT sample_id, score, rank FROM suspects ORDER BY rank")
+    assert view.height == 20  # every observed sample, ranked
+    assert view["sample_id"].to_list()[:4] == table["sample_id"].to_pylist()
+    assert query(tmp_path, "SELECT count(*) AS n FROM suspects WHERE score > 0.5")["n"][0] == 4
+    hist = query(tmp_path, "SELECT epoch, aum, wrong_streak FROM history WHERE sample_id = 0 ORDER BY epoch")
+    assert hist["wrong_streak"].to_list() == [1, 2, 3] and (hist["aum"] < -3).all()
