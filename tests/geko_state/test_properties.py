@@ -117,9 +117,11 @@ def _check_engine_plan(store: StateStore, plan, segments, replacement: bool) -> 
     assert not np.any(seen[ids] >= store.config.max_times_seen), "sample past max_times_seen drawn"
     start = 0
     assert len(plan.segment_ends) == len(segments)
+    eligible = (bucket != int(Bucket.FREEZE)) & (pruned == 0) & (seen < store.config.max_times_seen)
     for end, seg in zip(plan.segment_ends, segments):
         w = class_weight_vector(seg.weights)
-        assert np.all(w[bucket[ids[start:end]]] > 0), "sample drawn from a bucket weighing 0"
+        if np.any(w[bucket[eligible]] > 0):  # else the segment draws the eligible samples uniformly
+            assert np.all(w[bucket[ids[start:end]]] > 0), "sample drawn from a bucket weighing 0"
         start = int(end)
     if not replacement:
         assert np.unique(ids).size == ids.size
