@@ -96,7 +96,7 @@ class EpochPlan:
     ``ids``: int64 ``[K]``; ``segment_ends``: int64 ``[S]`` end position of each weight segment;
     ``phases``: the curriculum phase of each segment (None without curriculum);
     ``loss_weights``: float32 ``[N]`` loss multiplier per sample id (None: every sample weighs 1),
-    set by selection policies that re-weight what they keep (InfoBatch).
+    set by selection policies that re-weight what they keep (InfoBatch, GEKO's ``keep_fraction``).
     """
 
     ids: np.ndarray
