@@ -21,6 +21,8 @@ rate and seed:
   ``geko_lossrule`` (causal LM only): the defaults with the seeds' correctness rule (mean token
   loss < 0.5) instead of the default (>= 50% of the response tokens right). Result files written
   before that default changed hold ``geko`` with the loss rule and ``geko_tokacc`` (70% of tokens).
+* ``geko_keep``: the defaults with unbiased skipping of mastered samples (``keep_fraction=0.5``: half
+  of the FREEZE and of the LIGHT samples trained each epoch, with loss weight 2).
 
 Compute is counted three ways: training sample passes, forward-only sample passes (none of these
 policies scores samples without training them; the field is kept for policies that do, counted at
@@ -112,6 +114,7 @@ def run_specs(emax: int, fractions: list[float], families: set[str] | None = Non
         RunSpec("geko_seeds", "geko_seeds", preset="seeds", args={"selection": "geko", "replacement": True}),
         # Causal LM: the seeds' correctness rule (mean loss < 0.5) instead of the default token accuracy.
         RunSpec("geko_lossrule", "geko_lossrule", args={"selection": "geko", "token_accuracy": None}, task="causal_lm"),
+        RunSpec("geko_keep", "geko_keep", args={"selection": "geko", "keep_fraction": 0.5}),
         RunSpec("rs2-matched", "rs2", args={"selection": "rs2"}, match="geko"),
         RunSpec("random_subset", "random_subset", args={"selection": "random_subset"}, match="geko"),
     ]
@@ -119,6 +122,21 @@ def run_specs(emax: int, fractions: list[float], families: set[str] | None = Non
 
 
 # ---------------------------------------------------------------------- one group of runs (a worker)
+def trainer_overrides(args: dict[str, Any], budget: float | None) -> dict[str, Any]:
+    """A run spec's GEKOTrainingArgs overrides: SelectionConfig options written beside ``selection``
+    (``keep_fraction``, ...) become its SelectionConfig, and a matched ``budget`` is set."""
+    from geko_state.selection import SelectionConfig
+
+    overrides = dict(args)
+    options = {f.name for f in dataclasses.fields(SelectionConfig)} - {"policy"}
+    chosen = {k: overrides.pop(k) for k in list(overrides) if k in options}
+    if chosen:
+        overrides["selection"] = SelectionConfig(policy=overrides.get("selection", "geko"), **chosen)
+    if budget is not None:
+        overrides["budget"] = budget
+    return overrides
+
+
 def _frozen_share(bucket: Any, mask: Any) -> float:
     return float((bucket[mask] == 0).mean()) if mask.any() else float("nan")
 
@@ -133,9 +151,7 @@ def run_one(data: Any, spec: RunSpec, seed: int, out: Path, scheduler: str, budg
 
     torch.manual_seed(seed)
     model = copy.deepcopy(data.model)
-    overrides = dict(spec.args)
-    if budget is not None:
-        overrides["budget"] = budget
+    overrides = trainer_overrides(spec.args, budget)
     epochs = spec.epochs or data.epochs
     args = data.training_args(out, seed=seed, num_epochs=epochs, warmup_steps=None, warmup_ratio=0.05,
                               lr_scheduler_type=scheduler, disable_progress_bar=True, plots=False, device=device,
@@ -338,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="training seeds (default 0-4 for classification, 0-2 for SFT; --quick: 0)")
     p.add_argument("--fractions", nargs="+", type=float, default=None, help="RS2 fractions (default 0.3 0.5 0.7)")
     p.add_argument("--policies", nargs="+", default=None,
-                   help="families to run: uniform rs2 infobatch geko geko_seeds geko_lossrule random_subset (default all)")
+                   help="families to run: uniform rs2 infobatch geko geko_seeds geko_lossrule geko_keep random_subset "
+                        "(default all)")
     p.add_argument("--lr-scheduler", default="linear", choices=["linear", "cosine", "constant"])
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (1: steadier timings)")
     p.add_argument("--jobs", type=int, default=1, help="(task, noise, seed) groups run in parallel processes")

@@ -26,6 +26,7 @@ __all__ = [
     "WeightSegment",
     "EpochPlan",
     "class_weight_vector",
+    "drawable_class_weights",
     "build_plan",
     "shard",
 ]
@@ -95,7 +96,7 @@ class EpochPlan:
     ``ids``: int64 ``[K]``; ``segment_ends``: int64 ``[S]`` end position of each weight segment;
     ``phases``: the curriculum phase of each segment (None without curriculum);
     ``loss_weights``: float32 ``[N]`` loss multiplier per sample id (None: every sample weighs 1),
-    set by selection policies that re-weight what they keep (InfoBatch).
+    set by selection policies that re-weight what they keep (InfoBatch, GEKO's ``keep_fraction``).
     """
 
     ids: np.ndarray
@@ -161,6 +162,20 @@ def _segment_draws(budget, segments, sizes, n_samples) -> list[int]:
     return draws
 
 
+def drawable_class_weights(weights: Sequence[float], sizes: np.ndarray) -> np.ndarray:
+    """The class weights a segment is drawn with (``sizes``: int64 ``[4]`` eligible count per
+    class): its own (:func:`class_weight_vector`), or 1 for every eligible class when its own weigh
+    every eligible sample 0 (e.g. PEAK's LIGHT weight 0 once every sample is LIGHT). Without that
+    a fixed budget's draws (``"full"``, a count, a fraction) would have nowhere to go and the
+    epoch would train nothing; ``"trainable"`` gives such a segment no draws anyway."""
+    cw = class_weight_vector(weights)
+    if np.any((cw[1:] > 0) & (sizes[1:] > 0)):
+        return cw
+    fallback = (sizes > 0).astype(np.float64)
+    fallback[0] = 0.0  # FREEZE: never drawn
+    return fallback
+
+
 def _rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, epoch])))
 
@@ -182,7 +197,8 @@ def build_plan(
 
     FREEZE, pruned and ``times_seen >= max_seen`` samples are never drawn. With replacement, each
     segment's draws are independent weighted picks; without, no id repeats within the epoch and
-    the plan holds at most the eligible count.
+    the plan holds at most the eligible count. A segment whose weights give every eligible sample
+    0 draws them uniformly (:func:`drawable_class_weights`).
     """
     for name, v in (("seed", seed), ("epoch", epoch)):
         check_int(v, name, 0)
@@ -191,11 +207,11 @@ def build_plan(
     members, offsets = kernels.members(bucket, pruned, times_seen, np.int32(max_seen))
     sizes = np.diff(offsets)
     draws = _segment_draws(budget, segments, sizes, n)
+    class_weights = [drawable_class_weights(seg.weights, sizes) for seg in segments]
     rng = _rng(int(seed), int(epoch))
     parts: list[np.ndarray] = []
     if replacement:
-        for seg, k in zip(segments, draws):
-            cw = class_weight_vector(seg.weights)
+        for cw, k in zip(class_weights, draws):
             cum = class_masses(offsets, cw)
             if k <= 0 or cum[-1] <= 0:
                 parts.append(np.zeros(0, dtype=np.int64))
@@ -210,8 +226,7 @@ def build_plan(
             if hi > lo:
                 perm[lo:hi] = rng.permutation(perm[lo:hi])
         used = np.zeros(4, dtype=np.int64)
-        for seg, k in zip(segments, draws):
-            cw = class_weight_vector(seg.weights)
+        for cw, k in zip(class_weights, draws):
             runs, keys, run_class = [0], [], []
             for c in range(1, 4):
                 remaining = int(sizes[c] - used[c])

@@ -5,7 +5,9 @@ as a pure function of (state columns, seed, epoch): the same trainer, sampler, c
 history serve all of them, so a comparison differs in the selection and nothing else.
 
 * ``geko``: the store's weighted plan (:meth:`StateStore.build_plan`), optionally with a random
-  share of FREEZE samples re-checked each epoch and full data in the last epochs.
+  share of FREEZE samples re-checked each epoch and full data in the last epochs. With
+  ``keep_fraction`` GEKO skips mastered samples without bias: the weighted plan draws HARD and
+  FOCUS only, and a seeded random share of FREEZE and LIGHT is trained with loss weight ``1 / share``.
 * ``uniform``: every unpruned sample once per epoch, in random order (plain full-data training).
 * ``random_subset``: a fixed number of distinct unpruned samples, drawn uniformly (equal compute).
 * ``infobatch``: InfoBatch (Qin et al., ICLR 2024): observed samples whose last loss is below the
@@ -21,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +31,8 @@ import numpy as np
 
 from .config import known_fields, reject_unknown
 from .errors import ConfigError, InputError
-from .planning import Budget, BudgetKind, EpochPlan, parse_budget
+from .kernels.registry import get_kernels
+from .planning import Budget, BudgetKind, EpochPlan, build_plan, parse_budget
 from .schema import Bucket
 from .store import StateStore
 from .validate import check_int, check_number
@@ -43,10 +46,12 @@ __all__ = [
     "full_permutation",
     "infobatch_plan",
     "is_annealed",
+    "keep_mastered",
     "plan_selection",
     "random_subset_plan",
     "recheck_ids",
     "rs2_plan",
+    "spread_into_segments",
     "subset_size",
 ]
 
@@ -65,13 +70,17 @@ class SelectionKind(str, enum.Enum):
 _DEFAULT_ANNEAL: dict[SelectionKind, float] = {SelectionKind.INFOBATCH: 0.125}
 
 # Third word of every policy's SeedSequence: the streams of different policies (and of GEKO's
-# re-check and anneal draws) never coincide with each other or with build_plan's [seed, epoch].
+# re-check, anneal and keep draws) never coincide with each other or with build_plan's [seed, epoch].
 _RNG_TAG: dict[str, int] = {"uniform": 1, "random_subset": 2, "infobatch": 3, "geko_recheck": 4, "geko_anneal": 5,
-                        "rs2": 6}
+                        "rs2": 6, "geko_keep": 7}
+
+# The buckets keep_fraction skips without bias: the samples the model already gets right.
+_MASTERED = (Bucket.FREEZE, Bucket.LIGHT)
 
 
-def _unit(name: str, value: Any, *, open_top: bool = False) -> float:
-    return check_number(value, f"SelectionConfig.{name}", 0, 1, high_open=open_top, error=ConfigError)
+def _unit(name: str, value: Any, *, open_top: bool = False, open_bottom: bool = False) -> float:
+    return check_number(value, f"SelectionConfig.{name}", 0, 1, low_open=open_bottom, high_open=open_top,
+                        error=ConfigError)
 
 
 @dataclass(frozen=True)
@@ -82,13 +91,19 @@ class SelectionConfig:
     ``anneal_fraction``: share of the last epochs trained on full data, in [0, 1]; None means the
     policy's default (0.125 for ``infobatch``, 0 otherwise). ``recheck_fraction``: GEKO only, share
     of FREEZE samples (not pruned, under ``max_times_seen``) drawn again each epoch to catch
-    forgetting, in [0, 1].
+    forgetting, in [0, 1]. ``keep_fraction``: GEKO only, in (0, 1] or None (off): unbiased skipping
+    of mastered samples (:func:`keep_mastered`): each epoch a seeded random share of the FREEZE and
+    of the LIGHT samples is trained, each with loss weight ``1 / keep_fraction`` (up to rounding),
+    and the weighted plan draws HARD and FOCUS only; annealed epochs still train everything with
+    weight 1. It re-draws FREEZE samples too, re-weighted, so it supersedes ``recheck_fraction``:
+    setting both is an error.
     """
 
     policy: SelectionKind = SelectionKind.GEKO
     prune_probability: float = 0.5
     anneal_fraction: float | None = None
     recheck_fraction: float = 0.0
+    keep_fraction: float | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # frozen dataclass
@@ -108,6 +123,20 @@ class SelectionConfig:
                 f"SelectionConfig.recheck_fraction re-checks GEKO's FREEZE samples and needs policy='geko', "
                 f"got policy={self.policy.value!r}"
             )
+        if self.keep_fraction is not None:
+            set_("keep_fraction", _unit("keep_fraction", self.keep_fraction, open_bottom=True))
+            if self.policy is not SelectionKind.GEKO:
+                raise ConfigError(
+                    f"SelectionConfig.keep_fraction skips GEKO's mastered samples and needs policy='geko', "
+                    f"got policy={self.policy.value!r}"
+                )
+            if self.recheck_fraction > 0:
+                # Both would re-draw FREEZE samples, one re-weighted and one not: the mix is neither.
+                raise ConfigError(
+                    "SelectionConfig.keep_fraction already re-draws a share of the FREEZE samples (re-weighted, "
+                    f"unbiased) and supersedes recheck_fraction; set one of them, got keep_fraction="
+                    f"{self.keep_fraction!r} and recheck_fraction={self.recheck_fraction!r}"
+                )
 
     @property
     def anneal(self) -> float:
@@ -252,6 +281,60 @@ def recheck_ids(
     return rng.choice(pool, size=min(k, int(pool.shape[0])), replace=False, shuffle=True), int(pool.shape[0])
 
 
+def keep_mastered(
+    bucket: np.ndarray, pruned: np.ndarray, times_seen: np.ndarray, max_seen: int, fraction: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """GEKO's unbiased skipping of mastered samples (columns ``[N]``).
+
+    In each mastered bucket (FREEZE, LIGHT) the pool is its samples not pruned, observed at least
+    once and seen fewer than ``max_seen`` times; ``k = max(1, fraction * pool rounded half up)`` of
+    them are kept, distinct and drawn uniformly, each with loss weight ``pool / k``: ``1 / fraction``
+    up to the rounding of ``k``. Every pool sample is thus kept with probability ``k / pool`` and
+    its expected loss weight is exactly 1, so the expected gradient over the mastered samples is
+    their full-data gradient (and the kept weights sum to the pool size in every epoch). Returns
+    the kept ids in random order, int64 ``[K]``, their float32 ``[K]`` weights, and the pool size.
+    """
+    ids, weights, total = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.float32)], 0
+    live = (pruned == 0) & (times_seen > 0) & (times_seen < max_seen)
+    for b in _MASTERED:
+        pool = np.flatnonzero(live & (bucket == int(b))).astype(np.int64)
+        if pool.shape[0] == 0:
+            continue
+        # At least one: a pool with no kept sample would weigh 0, not 1, in expectation.
+        k = max(1, math.floor(fraction * pool.shape[0] + 0.5))
+        ids.append(rng.choice(pool, size=k, replace=False))
+        weights.append(np.full(k, np.float32(pool.shape[0] / k)))
+        total += int(pool.shape[0])
+    kept, w = np.concatenate(ids), np.concatenate(weights)
+    order = rng.permutation(kept.shape[0])  # FREEZE and LIGHT mixed, not one after the other
+    return kept[order], w[order], total
+
+
+def spread_into_segments(
+    ids: np.ndarray, segment_ends: np.ndarray, extra: np.ndarray, fractions: Sequence[float],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``extra`` (int64 ``[E]``, in random order) inserted into a plan (``ids`` int64 ``[K]``,
+    ``segment_ends`` int64 ``[S]``): segment ``s`` gets its ``fractions[s]`` share of ``extra``
+    (cumulative rounding, so the shares add up), each at a uniformly random position among the
+    segment's draws, which keep their order. Returns the new ids ``[K + E]`` and segment ends ``[S]``.
+    Spread, not appended: a block of re-weighted samples at every epoch's end would make its last
+    batches unlike the rest."""
+    cuts = np.floor(np.cumsum(np.asarray(fractions, dtype=np.float64)) * extra.shape[0] + 0.5).astype(np.int64)
+    cuts[-1] = extra.shape[0]
+    parts, start, taken = [], 0, 0
+    for end, cut in zip(segment_ends.tolist(), cuts.tolist()):
+        seg, add = ids[start:end], extra[taken:cut]
+        merged = np.empty(seg.shape[0] + add.shape[0], dtype=np.int64)
+        at = np.zeros(merged.shape[0], dtype=bool)
+        at[rng.choice(merged.shape[0], size=add.shape[0], replace=False)] = True
+        merged[at], merged[~at] = add, seg
+        parts.append(merged)
+        start, taken = end, cut
+    return np.concatenate(parts), np.cumsum([p.shape[0] for p in parts]).astype(np.int64)
+
+
 def _flat_plan(ids: np.ndarray, req: PlanRequest, eligible: int, policy: SelectionKind,
                weights: np.ndarray | None = None, **extra: Any) -> EpochPlan:
     """A baseline's plan: one segment, no curriculum phase."""
@@ -272,6 +355,8 @@ def _geko(store: StateStore, sel: SelectionConfig, req: PlanRequest) -> EpochPla
     if is_annealed(req.epoch, req.total_epochs, sel.anneal):
         ids = full_permutation(store.column("pruned"), _rng(req.seed, req.epoch, "geko_anneal"))
         return _flat_plan(ids, req, ids.shape[0], sel.policy, annealed=True)
+    if sel.keep_fraction is not None:
+        return _geko_keep(store, sel, req)
     plan = store.build_plan(req.seed, epoch=req.epoch, budget=req.budget, replacement=req.replacement,
                             total_epochs=req.total_epochs)
     if sel.recheck_fraction <= 0:
@@ -287,6 +372,29 @@ def _geko(store: StateStore, sel: SelectionConfig, req: PlanRequest) -> EpochPla
     return dataclasses.replace(
         plan, ids=np.concatenate([plan.ids, extra_ids]), segment_ends=ends, requested=plan.requested + k,
         extra={**plan.extra, "recheck": k, "recheck_pool": pool},
+    )
+
+
+def _geko_keep(store: StateStore, sel: SelectionConfig, req: PlanRequest) -> EpochPlan:
+    """GEKO with ``keep_fraction``: the weighted plan over HARD and FOCUS (LIGHT taken out as
+    FREEZE is: the keep draw covers it), with the kept mastered samples spread through it."""
+    bucket, pruned, seen = store.column("bucket"), store.column("pruned"), store.column("times_seen")
+    max_seen = store.config.max_times_seen
+    segments = store.weight_segments(total_epochs=req.total_epochs, epoch=req.epoch)
+    # Same [seed, epoch] stream as the store's plan: without LIGHT samples the weighted part is it.
+    weighted_only = bucket.copy()
+    weighted_only[bucket == int(Bucket.LIGHT)] = int(Bucket.FREEZE)
+    plan = build_plan(get_kernels(store.kernels), weighted_only, pruned, seen, max_seen=max_seen, segments=segments,
+                      budget=req.budget, seed=req.seed, epoch=req.epoch, replacement=req.replacement)
+    rng = _rng(req.seed, req.epoch, "geko_keep")
+    kept, kept_weights, pool = keep_mastered(bucket, pruned, seen, max_seen, sel.keep_fraction, rng)
+    ids, ends = spread_into_segments(plan.ids, plan.segment_ends, kept, [s.fraction for s in segments], rng)
+    weights = np.ones(store.n_samples, dtype=np.float32)
+    weights[kept] = kept_weights
+    k = int(kept.shape[0])
+    return dataclasses.replace(
+        plan, ids=ids, segment_ends=ends, eligible=plan.eligible + pool, requested=plan.requested + k,
+        extra={**plan.extra, "keep": k, "keep_pool": pool}, loss_weights=weights,
     )
 
 

@@ -139,7 +139,8 @@ class GEKOSampler(Sampler[int]):
     def loss_weights_for(self, ids: torch.Tensor | np.ndarray, device: torch.device | str | None = None
                          ) -> torch.Tensor | None:
         """The current plan's loss multipliers of ``ids`` (int ``[B]``), float32 ``[B]`` on ``device``;
-        None when the plan weighs every sample 1 (GEKO, uniform, random_subset, annealed epochs)."""
+        None when the plan weighs every sample 1 (GEKO without keep_fraction, uniform, random_subset, rs2,
+        annealed epochs)."""
         w = self._current()[0].loss_weights
         if w is None:
             return None

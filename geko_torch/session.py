@@ -70,7 +70,7 @@ class GEKOSettings:
     # without replacement every drawn sample trains at most once per epoch (the measured default,
     # docs/benchmarks.md "Choosing the defaults"); True draws as the seeds did
     replacement: bool = DEFAULT_REPLACEMENT
-    selection: SelectionConfig | str = "geko"  # "geko" or a baseline: "uniform", "infobatch", "random_subset"
+    selection: SelectionConfig | str = "geko"  # "geko" (a SelectionConfig for its options) or a baseline name
     history: HistoryConfig = field(default_factory=HistoryConfig)
     task: str = "auto"  # "auto", "causal_lm" or "classification"
     correct_loss_below: float = 0.5  # causal LM with token_accuracy=None: correct when its loss is below this
@@ -362,9 +362,9 @@ class GEKOSession:
         accumulated global batch, however its valid samples are spread. Kept: a label token, not a
         padding draw, and under ``nan_policy="skip"`` a finite result (a skipped sample is still in
         the count: that is known only after the forward). Each loss is first multiplied by the
-        plan's loss weight (InfoBatch). Without a count: the micro-batch's global mean divided by
-        ``accumulation_steps`` (``scaled`` is True then as well, unless ``accumulation_steps`` is
-        None: the caller divides)."""
+        plan's loss weight (InfoBatch, GEKO's keep_fraction). Without a count: the micro-batch's
+        global mean divided by ``accumulation_steps`` (``scaled`` is True then as well, unless
+        ``accumulation_steps`` is None: the caller divides)."""
         tracker = self.tracker
         tracker.record(sample_ids, signals)
         losses = signals.loss

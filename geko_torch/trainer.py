@@ -443,8 +443,8 @@ class GEKOTrainer:
                 # signals cost a little more, and GEKO's share is better overstated than hidden.
                 with times(times.GEKO):
                     sig = self.tracker.signals(logits, batch_labels(batch, logits), outputs=outputs, batch=batch)
-            # The session records the raw signals and weighs the losses (InfoBatch's loss weights,
-            # nan_policy="skip"'s mask) over the whole accumulated global batch.
+            # The session records the raw signals and weighs the losses (the plan's loss weights:
+            # InfoBatch, GEKO's keep_fraction; nan_policy="skip"'s mask) over the whole accumulated global batch.
             with times(times.GEKO):
                 loss, _ = self.session.train_loss(ids, sig, count, accumulation_steps=len(group))
             with self._no_sync(not sync):
@@ -739,7 +739,9 @@ class GEKOTrainer:
             f"  Warmup steps      : {self.warmup_steps}"
             + ("" if a.warmup_steps is not None else f" ({a.warmup_ratio:g} of the planned steps)"),
             f"  LR schedule       : {a.lr_scheduler_type.value} (over training progress)",
-            f"  Selection         : {a.selection.policy.value}",
+            f"  Selection         : {a.selection.policy.value}"
+            + ("" if a.selection.keep_fraction is None
+               else f" (keep_fraction {a.selection.keep_fraction:g}: mastered samples re-weighted)"),
             f"  Curriculum        : {'ON' if self._curriculum_on else 'OFF'}",
             f"  Budget            : {budget}",
             f"  Run directory     : {self.run.root}",

@@ -61,8 +61,9 @@ class GEKOTrainingArgs:
     # plans drawn with replacement (HARD samples can repeat within an epoch; the seeds' behaviour), or
     # without (every drawn sample at most once per epoch: the measured default, see docs/benchmarks.md)
     replacement: bool = DEFAULT_REPLACEMENT
-    # sample-selection policy: "geko", or a baseline ("uniform", "infobatch", "random_subset");
-    # a name becomes SelectionConfig(policy=name)
+    # sample-selection policy: "geko", or a baseline ("uniform", "infobatch", "random_subset", "rs2");
+    # a name becomes SelectionConfig(policy=name); GEKO's options (keep_fraction, recheck_fraction,
+    # anneal_fraction) are set through a SelectionConfig
     selection: SelectionConfig | str = "geko"
     max_steps: int | None = None  # stop (with a checkpoint) after this many optimizer steps
     eval_batch_size: int | None = None  # default: batch_size

@@ -106,3 +106,14 @@ def test_merging_result_files_adds_seeds_and_resummarises():
 def test_rs2_is_not_extrapolated_below_its_smallest_run():
     s = bench.summarise(_runs(), ACC, emax=3)
     assert s["policies"]["uniform-e1"]["vs_rs2_mean"] is None  # 100 passes: below RS2's 150
+
+
+def test_geko_keep_runs_geko_with_a_keep_fraction():
+    from geko_state.selection import SelectionConfig
+
+    (spec,) = bench.run_specs(3, [0.5], {"geko_keep"})
+    assert spec.family == "geko_keep" and spec.match is None
+    overrides = bench.trainer_overrides(spec.args, None)
+    assert overrides == {"selection": SelectionConfig(policy="geko", keep_fraction=0.5)}
+    plain = {"selection": "rs2"}
+    assert bench.trainer_overrides(plain, 0.4) == {"selection": "rs2", "budget": 0.4} and plain == {"selection": "rs2"}

@@ -106,6 +106,16 @@ def _task_of(args: argparse.Namespace) -> str:
                      "--label-field L (sequence classification)")
 
 
+def _selection_of(args: argparse.Namespace) -> Any:
+    """The SelectionConfig of ``--selection`` and ``--keep-fraction``; InputError naming the options."""
+    from geko_state.selection import SelectionConfig, SelectionKind
+
+    if args.keep_fraction is not None and args.selection != SelectionKind.GEKO.value:
+        raise InputError(f"--keep-fraction skips GEKO's mastered samples and needs --selection geko, got "
+                         f"--selection {args.selection}")
+    return SelectionConfig(policy=args.selection, keep_fraction=args.keep_fraction)
+
+
 def _check_lora(args: argparse.Namespace) -> list[str] | None:
     given = [f"--{k.replace('_', '-')}" for k in (*_LORA_DEFAULTS, "lora_targets") if getattr(args, k) is not None]
     if given and not args.lora:
@@ -326,6 +336,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "sample each epoch), infobatch (InfoBatch soft pruning of low-loss samples), "
                         "random_subset (a random --budget sized subset each epoch), rs2 (--budget sized epochs "
                         "that walk through the data without replacement) (default geko)")
+    g.add_argument("--keep-fraction", type=number_in(0, 1, low_open=True), default=None, metavar="P",
+                   help="GEKO: skip mastered samples without bias: each epoch a random share P of the FREEZE and "
+                        "of the LIGHT samples is trained, each with loss weight 1/P, so the expected gradient is "
+                        "the full-data one (default none: mastered samples are skipped outright)")
     g.add_argument("--with-replacement", action="store_true",
                    help="draw plans with replacement, so HARD samples can repeat within an epoch (the "
                         "seeds' behaviour; use with --preset seeds to reproduce the seeds exactly). "
@@ -372,6 +386,7 @@ def run_train(args: argparse.Namespace, *, config: GEKOConfig | None = None,
     task = _task_of(args)
     lora_targets = _check_lora(args)
     budget = _parse_budget(args.budget)
+    selection = _selection_of(args)
     check_train_paths(args)
 
     require_torch("train")
@@ -481,7 +496,7 @@ def run_train(args: argparse.Namespace, *, config: GEKOConfig | None = None,
         token_accuracy=args.token_accuracy,
         seed=args.seed, bf16=args.precision == "bf16", fp16=args.precision == "fp16",
         gradient_checkpointing=args.gradient_checkpointing, compile_model=args.compile,
-        dataloader_num_workers=args.workers, budget=budget, selection=args.selection, max_steps=args.max_steps,
+        dataloader_num_workers=args.workers, budget=budget, selection=selection, max_steps=args.max_steps,
         replacement=args.with_replacement,
         save_steps=args.save_steps, task="classification" if task == "classification" else "causal_lm",
         disable_progress_bar=args.no_progress,

@@ -1,7 +1,9 @@
+import warnings
+
 import numpy as np
 import pytest
 
-from geko_state import Bucket, GEKOConfig, InputError, Phase, StateStore, shard
+from geko_state import PRESETS, Bucket, GEKOConfig, InputError, Phase, StateStore, shard
 
 F32 = np.float32
 
@@ -155,6 +157,34 @@ def test_curriculum_changes_phase_inside_an_epoch():
     hard_share = (s.column("bucket")[peak] == Bucket.HARD).mean()
     assert hard_share == pytest.approx(5 * 1000 / (5 * 1000 + 2 * 2000), abs=0.02)  # FOCUS: ids % 4 in {0, 2}
     assert plan.phase_at(0) is Phase.ASCENT and plan.phase_at(len(plan) - 1) is Phase.DESCENT
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+@pytest.mark.parametrize("budget, per_epoch", [("full", 100), (60, 60), (0.5, 50)])
+def test_a_phase_weighing_every_eligible_bucket_0_still_spends_a_fixed_budget(kernels, replacement, budget,
+                                                                             per_epoch):
+    # conservative + curriculum, every sample LIGHT: PEAK weighs LIGHT 0, so its draws had nowhere
+    # to go and the PEAK epochs of a budget="full" run trained nothing.
+    s = StateStore.create(100, config=PRESETS["conservative"].replace(log_bucket_stats=False), kernels=kernels)
+    cols = s._storage.columns
+    cols["correct"][:] = 1
+    cols["confidence"][:] = F32(0.5)
+    cols["times_seen"][:] = 1
+    cols["pruned"][::10] = 1
+    s.repartition()
+    assert s.bucket_counts()[Bucket.LIGHT] == 90
+    for epoch in range(10):
+        plan = s.build_plan(seed=0, epoch=epoch, total_epochs=10, budget=budget, replacement=replacement)
+        assert len(plan) == (per_epoch if replacement else min(per_epoch, 90)), epoch
+        assert (s.column("pruned")[plan.ids] == 0).all()
+        if not replacement:
+            assert np.unique(plan.ids).size == len(plan)
+    peak = s.build_plan(seed=0, epoch=5, total_epochs=10, budget="full", replacement=False)
+    assert peak.phases == (Phase.PEAK,) and np.array_equal(np.sort(peak.ids), np.flatnonzero(cols["pruned"] == 0))
+    # "trainable" counts the samples of positive weight: none at PEAK, so the epoch is empty, silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(s.build_plan(seed=0, epoch=5, total_epochs=10)) == 0
 
 
 def test_curriculum_without_progress_warns_and_uses_fixed_weights():

@@ -3,14 +3,17 @@
 Each example runs one sequence on two stores, one per kernel backend, and checks after every step:
 bucket counts cover exactly the unpruned samples; q_value, quality and confidence stay in [0, 1];
 no engine plan holds a FREEZE, pruned or over-limit sample (``times_seen >= max_times_seen``), and
-every drawn sample weighs > 0 in its segment; the selection policies keep their own promises; and
-the numba and numpy backends hold byte-identical state and draw identical plans.
+every drawn sample weighs > 0 in its segment (unless no eligible one does: then all are drawn
+uniformly); the selection policies keep their own promises (GEKO's keep_fraction: only unpruned,
+observed, under-limit mastered samples kept, distinct, their weights summing to the pool); and the
+numba and numpy backends hold byte-identical state and draw identical plans.
 """
 import warnings
 
 import numpy as np
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from pytest import approx
 
 from geko_state import PRESETS, Bucket, StateStore, plan_selection
 from geko_state.planning import class_weight_vector
@@ -117,9 +120,11 @@ def _check_engine_plan(store: StateStore, plan, segments, replacement: bool) -> 
     assert not np.any(seen[ids] >= store.config.max_times_seen), "sample past max_times_seen drawn"
     start = 0
     assert len(plan.segment_ends) == len(segments)
+    eligible = (bucket != int(Bucket.FREEZE)) & (pruned == 0) & (seen < store.config.max_times_seen)
     for end, seg in zip(plan.segment_ends, segments):
         w = class_weight_vector(seg.weights)
-        assert np.all(w[bucket[ids[start:end]]] > 0), "sample drawn from a bucket weighing 0"
+        if np.any(w[bucket[eligible]] > 0):  # else the segment draws the eligible samples uniformly
+            assert np.all(w[bucket[ids[start:end]]] > 0), "sample drawn from a bucket weighing 0"
         start = int(end)
     if not replacement:
         assert np.unique(ids).size == ids.size
@@ -151,6 +156,16 @@ def _plans(store: StateStore, op):
         assert np.all(b[extra] == int(Bucket.FREEZE)) and not np.any(p[extra])
         assert np.all(t[extra] < store.config.max_times_seen) and np.unique(extra).size == extra.size
         out.append(recheck.ids)
+
+        keep = plan_selection(store, SelectionConfig(keep_fraction=0.5), seed=seed, budget=budget,
+                              replacement=replacement)
+        mastered = np.isin(b[keep.ids], [int(Bucket.FREEZE), int(Bucket.LIGHT)])
+        kept = keep.ids[mastered]
+        assert not np.any(p[keep.ids]) and np.all(t[keep.ids] < store.config.max_times_seen)
+        assert np.all(t[kept] > 0) and np.unique(kept).size == kept.size == keep.extra["keep"]
+        assert np.all(keep.loss_weights[kept] >= 1) and np.all(keep.loss_weights[keep.ids[~mastered]] == 1)
+        assert keep.loss_weights[kept].astype(np.float64).sum() == approx(keep.extra["keep_pool"], rel=1e-5)
+        out += [keep.ids, keep.loss_weights]
 
         live = np.flatnonzero(store.column("pruned") == 0)
         for policy in ("uniform", "infobatch", "random_subset"):

@@ -19,7 +19,16 @@ from geko_state import (
     StateStore,
     plan_selection,
 )
-from geko_state.selection import anneal_epochs, infobatch_plan, is_annealed, recheck_ids, rs2_plan, subset_size
+from geko_state.selection import (
+    anneal_epochs,
+    infobatch_plan,
+    is_annealed,
+    keep_mastered,
+    recheck_ids,
+    rs2_plan,
+    spread_into_segments,
+    subset_size,
+)
 
 F32 = np.float32
 
@@ -95,6 +104,122 @@ def test_geko_anneal_trains_full_data_in_the_last_epochs():
     assert early.ids.tobytes() == s.build_plan(1, epoch=1, total_epochs=4).ids.tobytes()
     # no total_epochs: nothing to anneal towards
     assert plan_selection(s, sel, seed=1, epoch=3).ids.tobytes() == s.build_plan(1, epoch=3).ids.tobytes()
+
+
+# ---------------------------------------------------------------------- geko keep_fraction
+def _mastered(s: StateStore) -> np.ndarray:
+    """bool [N]: the samples keep_fraction draws from (FREEZE or LIGHT, unpruned, observed, under the limit)."""
+    b = s.column("bucket")
+    seen = s.column("times_seen")
+    return (((b == Bucket.FREEZE) | (b == Bucket.LIGHT)) & (s.column("pruned") == 0) & (seen > 0)
+            & (seen < s.config.max_times_seen))
+
+
+@pytest.mark.parametrize("kw", [{}, {"replacement": False}, {"budget": "full"}, {"budget": 300, "replacement": False}])
+def test_geko_keep_trains_a_share_of_each_mastered_bucket_reweighted_and_plans_the_rest_as_today(kw):
+    s = _mixed(n=4000, pruned_every=10, max_times_seen=3)
+    cols = s._storage.columns
+    cols["times_seen"][4::40] = 3  # some FREEZE samples past the limit
+    cols["times_seen"][5::40] = 0  # some LIGHT samples never observed
+    pool = _mastered(s)
+    b = s.column("bucket")
+    plan = plan_selection(s, SelectionConfig(keep_fraction=0.5), seed=3, epoch=2, **kw)
+    ids, w = plan.ids, plan.loss_weights
+    kept = ids[np.isin(b[ids], [Bucket.FREEZE, Bucket.LIGHT])]
+    assert pool[kept].all() and np.unique(kept).size == kept.size  # pruned, unseen, over-limit: never drawn
+    assert w.dtype == np.float32 and w.shape == (4000,)
+    for bucket in (Bucket.FREEZE, Bucket.LIGHT):
+        n_pool = int((pool & (b == bucket)).sum())
+        mine = kept[b[kept] == bucket]
+        assert mine.size == math.floor(0.5 * n_pool + 0.5)  # the exact share, rounded half up
+        np.testing.assert_array_equal(w[mine], np.float32(n_pool / mine.size))
+        assert abs(w[mine[0]] - 2.0) < 2.0 / n_pool + 1e-6  # 1 / keep_fraction up to the rounding
+    assert (w[np.setdiff1d(np.arange(4000), kept)] == 1.0).all()
+    # HARD and FOCUS are planned as today: these weights (3, 1, 0) give LIGHT nothing anyway
+    base = s.build_plan(3, epoch=2, **kw)
+    rest = ids[~np.isin(ids, kept)]
+    if kw.get("replacement", True):
+        assert rest.tobytes() == base.ids.tobytes()
+    else:  # the same draw, from a stream that no longer shuffles LIGHT first
+        assert rest.size == base.ids.size and np.unique(rest).size == rest.size
+        assert np.isin(b[rest], [Bucket.HARD, Bucket.FOCUS]).all()
+    assert plan.extra == {"keep": kept.size, "keep_pool": int(pool.sum())}
+    weighted = np.isin(b, [Bucket.HARD, Bucket.FOCUS]) & (s.column("pruned") == 0)  # all under the limit here
+    assert plan.requested == base.requested + kept.size and plan.eligible == weighted.sum() + pool.sum()
+    assert plan.segment_ends.tolist() == [len(plan)]
+    assert not np.array_equal(kept, np.sort(kept))  # random order, not by id
+
+
+def test_geko_keep_takes_light_out_of_the_weighted_draw_and_spreads_the_kept_through_the_phases():
+    s = _mixed(n=4000, use_curriculum=True)
+    b = s.column("bucket")
+    for epoch in range(3):
+        plan = plan_selection(s, SelectionConfig(keep_fraction=0.25), seed=1, epoch=epoch, total_epochs=3)
+        ref = s.build_plan(1, epoch=epoch, total_epochs=3)
+        assert plan.phases == ref.phases
+        starts = np.r_[0, plan.segment_ends[:-1]]
+        kept_per_segment = [int(np.isin(b[plan.ids[a:e]], [Bucket.FREEZE, Bucket.LIGHT]).sum())
+                            for a, e in zip(starts, plan.segment_ends)]
+        assert sum(kept_per_segment) == plan.extra["keep"] == 500  # 1000 FREEZE and 1000 LIGHT, a quarter each
+        fractions = [x.fraction for x in s.weight_segments(total_epochs=3, epoch=epoch)]
+        np.testing.assert_allclose(kept_per_segment, np.array(fractions) * 500, atol=1)
+        # the weighted draws keep their order; LIGHT comes only through the keep draw
+        weighted = plan.ids[~np.isin(b[plan.ids], [Bucket.FREEZE, Bucket.LIGHT])]
+        assert weighted.size == plan.requested - 500 and weighted.size > 0
+    # a LIGHT weight > 0 (WARMUP's 3) no longer draws LIGHT with weight 1
+    assert plan_selection(s, SelectionConfig(keep_fraction=0.25), seed=1, epoch=0, total_epochs=3).loss_weights[
+        b == Bucket.LIGHT].max() == 4.0
+
+
+def test_geko_keep_anneals_to_full_data_with_weight_1():
+    s = _mixed(pruned_every=7)
+    sel = SelectionConfig(keep_fraction=0.5, anneal_fraction=0.25)
+    last = plan_selection(s, sel, seed=1, epoch=3, total_epochs=4)  # ceil(0.25 * 4) = 1 last epoch
+    np.testing.assert_array_equal(np.sort(last.ids), _live(s))
+    assert last.loss_weights is None and last.extra["annealed"]
+    before = plan_selection(s, sel, seed=1, epoch=2, total_epochs=4)
+    assert before.loss_weights is not None and len(before) < len(_live(s))
+
+
+def test_geko_keep_is_unbiased_over_seeds():
+    s = _mixed(n=1001, pruned_every=9)
+    pool = np.flatnonzero(_mastered(s))
+    grad = np.random.default_rng(0).normal(size=(1001, 3))  # a stand-in per-sample gradient
+    want = grad[pool].sum(0)
+    runs, hits, total = 400, np.zeros(1001), np.zeros(3)
+    for seed in range(runs):
+        plan = plan_selection(s, SelectionConfig(keep_fraction=0.3), seed=seed, epoch=seed % 5)
+        kept = plan.ids[np.isin(plan.ids, pool)]
+        w = plan.loss_weights[kept].astype(np.float64)
+        assert w.sum() == pytest.approx(pool.size, rel=1e-6)  # every epoch, not only on average
+        total += (w[:, None] * grad[kept]).sum(0)
+        hits[kept] += 1
+    # the mean re-weighted gradient of the kept samples is the full-data one (sd of the mean ~ 1.3 each)
+    sd = np.sqrt(runs * (1 / 0.3 - 1) * (grad[pool] ** 2).sum(0)) / runs
+    assert (np.abs(total / runs - want) < 4 * sd).all()
+    # each pool sample is kept about 30% of the time; samples outside the pool never
+    assert abs(hits[pool].mean() / runs - 0.3) < 0.005 and hits[np.setdiff1d(np.arange(1001), pool)].max() == 0
+
+
+def test_keep_mastered_and_spread_pure_function_edge_cases():
+    rng = np.random.default_rng(0)
+    hard = np.full(5, int(Bucket.HARD), np.uint8)
+    ids, w, pool = keep_mastered(hard, np.zeros(5, np.uint8), np.ones(5, np.int32), 50, 0.5, rng)
+    assert ids.dtype == np.int64 and w.dtype == np.float32 and ids.size == w.size == pool == 0
+    # tiny pools: one FREEZE (kept, weight 1 rather than never kept) and three LIGHT (2 kept, weight 1.5)
+    bucket = np.array([0, 1, 1, 1, 3], np.uint8)
+    ids, w, pool = keep_mastered(bucket, np.zeros(5, np.uint8), np.ones(5, np.int32), 50, 0.1, rng)
+    assert pool == 4 and sorted(ids.tolist())[:1] == [0] and ids.size == 2
+    ids, w, pool = keep_mastered(bucket, np.zeros(5, np.uint8), np.ones(5, np.int32), 50, 0.5, rng)
+    assert dict(zip(ids.tolist(), w.tolist()))[0] == 1.0 and sorted(w.tolist()) == [1.0, 1.5, 1.5]
+    ids, w, pool = keep_mastered(bucket, np.zeros(5, np.uint8), np.ones(5, np.int32), 50, 1.0, rng)
+    assert sorted(ids.tolist()) == [0, 1, 2, 3] and (w == 1.0).all()
+    plan, ends = np.arange(10, 20, dtype=np.int64), np.array([4, 4, 10], np.int64)
+    extra = np.array([1, 2, 3, 4, 5], np.int64)
+    out, out_ends = spread_into_segments(plan, ends, extra, [0.4, 0.2, 0.4], rng)
+    assert out_ends.tolist() == [6, 7, 15] and sorted(out.tolist()) == sorted(plan.tolist() + extra.tolist())
+    assert out[:6][out[:6] >= 10].tolist() == [10, 11, 12, 13] and out[6].tolist() == 3  # plan order kept
+    assert out[out >= 10].tolist() == plan.tolist()
 
 
 # ---------------------------------------------------------------------- uniform, random_subset
@@ -232,7 +357,8 @@ def test_infobatch_pure_function_edge_cases():
 
 
 # ---------------------------------------------------------------------- determinism, registry, config
-@pytest.mark.parametrize("sel", [SelectionConfig(), SelectionConfig(recheck_fraction=0.1), "uniform",
+@pytest.mark.parametrize("sel", [SelectionConfig(), SelectionConfig(recheck_fraction=0.1),
+                                 SelectionConfig(keep_fraction=0.5), "uniform",
                                  "random_subset", "infobatch", "rs2", SelectionConfig(anneal_fraction=1.0)])
 def test_plans_are_pure_functions_of_state_seed_and_epoch(sel):
     s = _mixed(pruned_every=9)
@@ -267,6 +393,9 @@ def test_selection_config_values_and_round_trip():
     assert d["policy"] == "geko" and SelectionConfig.from_dict(d) == cfg
     assert SelectionConfig.from_dict({"policy": "infobatch"}).to_dict()["anneal_fraction"] is None
     assert cfg.replace(recheck_fraction=0.0).recheck_fraction == 0.0
+    keep = SelectionConfig(keep_fraction=0.25, anneal_fraction=0.1)
+    assert SelectionConfig.from_dict(json.loads(json.dumps(keep.to_dict()))) == keep
+    assert SelectionConfig().keep_fraction is None and SelectionConfig(keep_fraction=1).keep_fraction == 1.0
 
 
 @pytest.mark.parametrize("kw, needle", [
@@ -277,6 +406,11 @@ def test_selection_config_values_and_round_trip():
     ({"anneal_fraction": float("nan")}, "anneal_fraction"), ({"recheck_fraction": -0.01}, "recheck_fraction"),
     ({"recheck_fraction": "0.1"}, "recheck_fraction"),
     ({"policy": "uniform", "recheck_fraction": 0.1}, "recheck_fraction"),
+    ({"keep_fraction": 0}, "SelectionConfig.keep_fraction must be a number in (0, 1], got 0"),
+    ({"keep_fraction": 1.5}, "keep_fraction"), ({"keep_fraction": float("nan")}, "keep_fraction"),
+    ({"keep_fraction": "0.5"}, "keep_fraction"),
+    ({"policy": "infobatch", "keep_fraction": 0.5}, "keep_fraction skips GEKO's mastered samples and needs policy='geko'"),
+    ({"keep_fraction": 0.5, "recheck_fraction": 0.1}, "supersedes recheck_fraction; set one of them"),
 ])
 def test_selection_config_is_validated(kw, needle):
     with pytest.raises(ConfigError) as e:

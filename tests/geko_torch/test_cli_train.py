@@ -238,6 +238,8 @@ def test_resume_from_a_max_steps_checkpoint_finishes(capsys, tmp_path, gpt2_dir,
         ([], "say which columns"),
         (["--text-field", "prompt", "--lora-r", "4"], "add --lora"),
         (["--text-field", "prompt", "--budget", "lots"], "--budget"),
+        (["--text-field", "prompt", "--selection", "rs2", "--keep-fraction", "0.5"],
+         "--keep-fraction skips GEKO's mastered samples and needs --selection geko, got --selection rs2"),
         (["--prompt-field", "question", "--response-field", "response"], "available columns: prompt, response"),
         (["--text-field", "prompt", "--label-field", "nope"], "--label-field 'nope'; available columns"),
         (["--text-field", "prompt", "--lora", "--lora-targets", "nope"], "match no module"),
@@ -316,6 +318,21 @@ def test_selection_rs2_with_a_budget_and_a_cosine_schedule(capsys, tmp_path, gpt
         cli.main(["train", str(gpt2_dir), str(data["sft_jsonl"]), "--text-field", "prompt",
                   "--lr-scheduler-type", "step"])
     assert e.value.code == 2 and "--lr-scheduler-type" in capsys.readouterr().err
+
+
+def test_keep_fraction_trains_geko_with_reweighted_mastered_samples(capsys, tmp_path, gpt2_dir, data):
+    out = tmp_path / "keep"
+    code, stdout, stderr = _train(capsys, gpt2_dir, data["sft_jsonl"], "--prompt-field", "prompt",
+                                  "--response-field", "response", "--keep-fraction", "0.5", "--output-dir", out, *FAST)
+    assert code == 0, stderr
+    assert "Selection         : geko (keep_fraction 0.5: mastered samples re-weighted)" in stdout
+    args = json.loads((next(out.glob("checkpoint-*")) / "trainer_state.json").read_text())["extra"]["args"]
+    assert args["selection"] == {"policy": "geko", "prune_probability": 0.5, "anneal_fraction": None,
+                                 "recheck_fraction": 0.0, "keep_fraction": 0.5}
+    for bad in ("0", "1.5"):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["train", str(gpt2_dir), str(data["sft_jsonl"]), "--text-field", "prompt", "--keep-fraction", bad])
+        assert e.value.code == 2 and "--keep-fraction" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value, expected", [(None, 0.5), ("0.8", 0.8), ("none", None)])

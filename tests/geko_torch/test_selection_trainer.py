@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from geko_state import (
+    Bucket,
     GEKOConfig,
     HistoryConfig,
     SelectionConfig,
@@ -107,16 +108,25 @@ def test_infobatch_prunes_the_middle_epochs_and_anneals_the_last(tmp_path):
     assert all(k < 40 for k in trained[1:3])
 
 
-def test_infobatch_loss_weights_reach_backward_and_raw_losses_reach_the_state(tmp_path):
+@pytest.mark.parametrize("selection", ["infobatch", SelectionConfig(keep_fraction=0.5)])
+def test_loss_weights_reach_backward_and_raw_losses_reach_the_state(tmp_path, selection):
     items = cls_items(40)
     row = {tuple(it["input_ids"].tolist()): i for i, it in enumerate(items)}
     assert len(row) == 40
     model = RecordingClassifier()
-    t = GEKOTrainer(model, items, config=_FAST, args=_args(tmp_path, selection="infobatch", max_steps=7))
+    t = GEKOTrainer(model, items, config=_FAST, args=_args(tmp_path, selection=selection, max_steps=7))
     t.train()  # epoch 1: 5 full batches; steps 6 and 7 are the first two batches of epoch 2
     plan = t.sampler.plan
     assert t.store.epoch == 1 and plan.loss_weights is not None
-    seen_weight_2 = False
+    # InfoBatch: kept low-loss samples weigh 1 / (1 - 0.5); keep_fraction: the kept mastered (here
+    # LIGHT) samples weigh pool / kept, about 1 / 0.5, and only they weigh more than 1
+    bucket = t.store.column("bucket")  # the partition the plan was drawn from (it changes at the epoch's end)
+    mastered = (bucket == Bucket.LIGHT) | (bucket == Bucket.FREEZE)
+    if isinstance(selection, SelectionConfig):
+        pool = int(mastered.sum())
+        assert pool > 10 and plan.extra["keep"] == round(pool / 2)
+        np.testing.assert_array_equal(plan.loss_weights > 1, np.isin(np.arange(40), plan.ids) & mastered)
+    seen_weight_2, seen_mastered = False, 0
     for rec in model.records[5:7]:
         ids = np.array([row[tuple(x)] for x in rec["input_ids"].tolist()])
         logits, grad = rec["logits"], rec["grad"]
@@ -125,16 +135,20 @@ def test_infobatch_loss_weights_reach_backward_and_raw_losses_reach_the_state(tm
         resid = torch.softmax(logits, -1) - torch.nn.functional.one_hot(y, 2).float()
         w_seen = (grad * resid).sum(-1) / (resid * resid).sum(-1) * len(ids)
         np.testing.assert_allclose(w_seen.numpy(), plan.loss_weights[ids], rtol=1e-4)
-        seen_weight_2 |= bool((plan.loss_weights[ids] == 2.0).any())
+        seen_weight_2 |= bool((np.abs(plan.loss_weights[ids] - 2.0) < 0.1).any())
         # the state holds the raw, unweighted per-sample losses
         raw = torch.nn.functional.cross_entropy(logits, y, reduction="none").numpy()
         np.testing.assert_allclose(t.store.column("last_loss")[ids], raw, rtol=1e-5)
-    assert seen_weight_2
+        seen_mastered += int(mastered[ids].sum())
+        assert (t.store.column("times_seen")[ids] == 2).all()  # kept mastered samples are observed again
+    assert seen_weight_2 and seen_mastered > 0
 
 
-def test_stopped_and_resumed_infobatch_run_ends_bit_identical(tmp_path):
+# Both anneal the last epoch of 4 to full data with weight 1.
+@pytest.mark.parametrize("selection", ["infobatch", SelectionConfig(keep_fraction=0.5, anneal_fraction=0.25)])
+def test_stopped_and_resumed_reweighting_run_ends_bit_identical(tmp_path, selection):
     items = cls_items(40)
-    kw = {"num_epochs": 4, "seed": 7, "selection": "infobatch", "history": HistoryConfig(changed_only=True)}
+    kw = {"num_epochs": 4, "seed": 7, "selection": selection, "history": HistoryConfig(changed_only=True)}
     full = GEKOTrainer(TinyClassifier(dropout=0.1), items, config=_FAST, args=_args(tmp_path, "full", **kw))
     full.train()
 
@@ -184,7 +198,9 @@ def test_training_args_selection():
     a = GEKOTrainingArgs(selection="infobatch")
     assert a.selection == SelectionConfig(policy=SelectionKind.INFOBATCH)
     assert a.to_dict()["selection"] == {"policy": "infobatch", "prune_probability": 0.5,
-                                        "anneal_fraction": None, "recheck_fraction": 0.0}
+                                        "anneal_fraction": None, "recheck_fraction": 0.0, "keep_fraction": None}
+    keep = GEKOTrainingArgs(selection=SelectionConfig(keep_fraction=0.25))
+    assert keep.to_dict()["selection"]["keep_fraction"] == 0.25 and keep.geko_settings().selection == keep.selection
     cfg = SelectionConfig(policy="geko", recheck_fraction=0.02)
     assert GEKOTrainingArgs(selection=cfg).selection is cfg
     assert GEKOTrainingArgs().selection.policy is SelectionKind.GEKO
