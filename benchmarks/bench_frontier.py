@@ -23,6 +23,9 @@ rate and seed:
   before that default changed hold ``geko`` with the loss rule and ``geko_tokacc`` (70% of tokens).
 * ``geko_keep``: the defaults with unbiased skipping of mastered samples (``keep_fraction=0.5``: half
   of the FREEZE and of the LIGHT samples trained each epoch, with loss weight 2).
+* ``geko_suspects``: the defaults with label-noise suspects set aside (``suspect_threshold=0.75``:
+  samples wrong at every one of at least 2 observations with a negative mean margin are not
+  trained); ``geko_keep_suspects``: both.
 
 Compute is counted three ways: training sample passes, forward-only sample passes (none of these
 policies scores samples without training them; the field is kept for policies that do, counted at
@@ -115,6 +118,9 @@ def run_specs(emax: int, fractions: list[float], families: set[str] | None = Non
         # Causal LM: the seeds' correctness rule (mean loss < 0.5) instead of the default token accuracy.
         RunSpec("geko_lossrule", "geko_lossrule", args={"selection": "geko", "token_accuracy": None}, task="causal_lm"),
         RunSpec("geko_keep", "geko_keep", args={"selection": "geko", "keep_fraction": 0.5}),
+        RunSpec("geko_suspects", "geko_suspects", args={"selection": "geko", "suspect_threshold": 0.75}),
+        RunSpec("geko_keep_suspects", "geko_keep_suspects",
+                args={"selection": "geko", "keep_fraction": 0.5, "suspect_threshold": 0.75}),
         RunSpec("rs2-matched", "rs2", args={"selection": "rs2"}, match="geko"),
         RunSpec("random_subset", "random_subset", args={"selection": "random_subset"}, match="geko"),
     ]

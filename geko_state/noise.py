@@ -50,8 +50,13 @@ __all__ = [
     "noise_scores",
     "rank_suspects",
     "store_suspects",
+    "suspect_mask",
     "suspects_table",
 ]
+
+# Observations a sample needs before selection may set it aside as a suspect: after one, every
+# sample still wrong scores above 0.5, mislabeled or merely not learned yet.
+MIN_OBSERVATIONS_FOR_SUSPECT = 2
 
 DEFAULT_NOISE_SCORE = "geko"
 
@@ -203,3 +208,10 @@ def store_suspects(store: object, config: SuspectsConfig | None = None, *, ranke
     """:func:`suspects_table` of a :class:`~geko_state.store.StateStore` (read through its
     ``column`` views, nothing copied but the result)."""
     return suspects_table({c: store.column(c) for c in _STATE_COLUMNS}, config, ranked_only=ranked_only)
+
+
+def suspect_mask(aum: np.ndarray, wrong_streak: np.ndarray, times_seen: np.ndarray, threshold: float) -> np.ndarray:
+    """bool ``[N]``: samples observed at least :data:`MIN_OBSERVATIONS_FOR_SUSPECT` times whose
+    ``geko`` score is above ``threshold`` (what GEKO's selection sets aside with
+    ``SelectionConfig(suspect_threshold=...)``)."""
+    return (times_seen >= MIN_OBSERVATIONS_FOR_SUSPECT) & (geko_score(aum, wrong_streak, times_seen) > threshold)

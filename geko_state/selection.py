@@ -32,6 +32,7 @@ import numpy as np
 from .config import known_fields, reject_unknown
 from .errors import ConfigError, InputError
 from .kernels.registry import get_kernels
+from .noise import suspect_mask
 from .planning import Budget, BudgetKind, EpochPlan, build_plan, parse_budget
 from .schema import Bucket
 from .store import StateStore
@@ -96,7 +97,10 @@ class SelectionConfig:
     of the LIGHT samples is trained, each with loss weight ``1 / keep_fraction`` (up to rounding),
     and the weighted plan draws HARD and FOCUS only; annealed epochs still train everything with
     weight 1. It re-draws FREEZE samples too, re-weighted, so it supersedes ``recheck_fraction``:
-    setting both is an error.
+    setting both is an error. ``suspect_threshold``: GEKO only, None (off) or a GEKO noise score
+    (:mod:`geko_state.noise`, in [0, 1]): samples observed at least twice whose score is above it
+    are probably mislabeled and are left out of the epoch's plan (annealed epochs train them too).
+    0.75 means wrong at every observation so far with a negative mean margin.
     """
 
     policy: SelectionKind = SelectionKind.GEKO
@@ -104,6 +108,7 @@ class SelectionConfig:
     anneal_fraction: float | None = None
     recheck_fraction: float = 0.0
     keep_fraction: float | None = None
+    suspect_threshold: float | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # frozen dataclass
@@ -136,6 +141,14 @@ class SelectionConfig:
                     "SelectionConfig.keep_fraction already re-draws a share of the FREEZE samples (re-weighted, "
                     f"unbiased) and supersedes recheck_fraction; set one of them, got keep_fraction="
                     f"{self.keep_fraction!r} and recheck_fraction={self.recheck_fraction!r}"
+                )
+
+        if self.suspect_threshold is not None:
+            set_("suspect_threshold", _unit("suspect_threshold", self.suspect_threshold))
+            if self.policy is not SelectionKind.GEKO:
+                raise ConfigError(
+                    f"SelectionConfig.suspect_threshold sets GEKO's label-noise suspects aside and needs "
+                    f"policy='geko', got policy={self.policy.value!r}"
                 )
 
     @property
@@ -355,6 +368,29 @@ def _geko(store: StateStore, sel: SelectionConfig, req: PlanRequest) -> EpochPla
     if is_annealed(req.epoch, req.total_epochs, sel.anneal):
         ids = full_permutation(store.column("pruned"), _rng(req.seed, req.epoch, "geko_anneal"))
         return _flat_plan(ids, req, ids.shape[0], sel.policy, annealed=True)
+    plan = _geko_weighted(store, sel, req)
+    if sel.suspect_threshold is None:
+        return plan
+    drop = suspect_mask(store.column("aum"), store.column("wrong_streak"), store.column("times_seen"),
+                        sel.suspect_threshold)
+    return without_ids(plan, drop)
+
+
+def without_ids(plan: EpochPlan, drop: np.ndarray) -> EpochPlan:
+    """``plan`` without the draws of the samples where ``drop`` (bool ``[N]``) is set; segments
+    shrink by what each lost, order is kept. ``extra["suspects"]``: the draws removed."""
+    keep = ~drop[plan.ids]
+    if keep.all():
+        return dataclasses.replace(plan, extra={**plan.extra, "suspects": 0})
+    kept_before = np.concatenate([[0], np.cumsum(keep)])
+    ends = kept_before[plan.segment_ends].astype(np.int64)
+    removed = int(keep.shape[0] - np.count_nonzero(keep))
+    return dataclasses.replace(plan, ids=plan.ids[keep], segment_ends=ends, requested=plan.requested - removed,
+                               extra={**plan.extra, "suspects": removed})
+
+
+def _geko_weighted(store: StateStore, sel: SelectionConfig, req: PlanRequest) -> EpochPlan:
+    """GEKO's plan before suspects are set aside: the store's weighted plan, with keep or recheck."""
     if sel.keep_fraction is not None:
         return _geko_keep(store, sel, req)
     plan = store.build_plan(req.seed, epoch=req.epoch, budget=req.budget, replacement=req.replacement,

@@ -107,13 +107,16 @@ def _task_of(args: argparse.Namespace) -> str:
 
 
 def _selection_of(args: argparse.Namespace) -> Any:
-    """The SelectionConfig of ``--selection`` and ``--keep-fraction``; InputError naming the options."""
+    """The SelectionConfig of ``--selection``, ``--keep-fraction`` and ``--suspect-threshold``;
+    InputError naming the options."""
     from geko_state.selection import SelectionConfig, SelectionKind
 
-    if args.keep_fraction is not None and args.selection != SelectionKind.GEKO.value:
-        raise InputError(f"--keep-fraction skips GEKO's mastered samples and needs --selection geko, got "
-                         f"--selection {args.selection}")
-    return SelectionConfig(policy=args.selection, keep_fraction=args.keep_fraction)
+    for flag, value, what in (("--keep-fraction", args.keep_fraction, "skips GEKO's mastered samples"),
+                              ("--suspect-threshold", args.suspect_threshold, "sets GEKO's noise suspects aside")):
+        if value is not None and args.selection != SelectionKind.GEKO.value:
+            raise InputError(f"{flag} {what} and needs --selection geko, got --selection {args.selection}")
+    return SelectionConfig(policy=args.selection, keep_fraction=args.keep_fraction,
+                           suspect_threshold=args.suspect_threshold)
 
 
 def _check_lora(args: argparse.Namespace) -> list[str] | None:
@@ -340,6 +343,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="GEKO: skip mastered samples without bias: each epoch a random share P of the FREEZE and "
                         "of the LIGHT samples is trained, each with loss weight 1/P, so the expected gradient is "
                         "the full-data one (default none: mastered samples are skipped outright)")
+    g.add_argument("--suspect-threshold", type=number_in(0, 1), default=None, metavar="S",
+                   help="GEKO: leave out of training the samples observed at least twice whose label-noise score "
+                        "is above S (0.75: wrong at every observation with a negative mean margin; see "
+                        "docs/noise.md) (default none)")
     g.add_argument("--with-replacement", action="store_true",
                    help="draw plans with replacement, so HARD samples can repeat within an epoch (the "
                         "seeds' behaviour; use with --preset seeds to reproduce the seeds exactly). "

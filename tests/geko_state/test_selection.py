@@ -488,3 +488,54 @@ def test_baseline_plans_are_valid(n, policy, seed, epoch, pruned_share, unseen_s
     if plan.loss_weights is not None:
         w = plan.loss_weights
         assert w.dtype == np.float32 and w.shape == (n,) and (w >= 1).all()
+
+
+# ---------------------------------------------------------------------- geko suspect_threshold
+def _with_suspects(s: StateStore) -> np.ndarray:
+    """Make every 10th HARD sample (id % 40 == 3) a suspect: seen twice, wrong both times, AUM -2.
+    Other HARD samples were right once (streak 1 of 2). Returns the suspects' bool mask."""
+    cols = s._storage.columns
+    n = s.n_samples
+    ids = np.arange(n)
+    hard = ids % 4 == 3
+    suspect = ids % 40 == 3
+    cols["times_seen"][:] = 2
+    cols["aum"][:] = np.where(hard, F32(-2.0), F32(3.0))
+    cols["wrong_streak"][:] = np.where(suspect, 2, np.where(hard, 1, 0))
+    return suspect
+
+
+@pytest.mark.parametrize("kw", [{}, {"replacement": False}, {"budget": "full"}])
+@pytest.mark.parametrize("keep", [None, 0.5])
+def test_geko_sets_suspects_aside_and_plans_the_rest_as_without(kw, keep):
+    s = _mixed()
+    suspect = _with_suspects(s)
+    base = plan_selection(s, SelectionConfig(keep_fraction=keep), seed=3, epoch=1, **kw)
+    plan = plan_selection(s, SelectionConfig(keep_fraction=keep, suspect_threshold=0.75), seed=3, epoch=1, **kw)
+    assert not suspect[plan.ids].any() and suspect[base.ids].any()
+    np.testing.assert_array_equal(plan.ids, base.ids[~suspect[base.ids]])  # the same draws, in order
+    assert plan.extra["suspects"] == int(suspect[base.ids].sum())
+    assert plan.requested == base.requested - plan.extra["suspects"]
+    # every segment lost exactly its suspects' draws
+    starts = np.r_[0, base.segment_ends[:-1]]
+    lost = [int(suspect[base.ids[a:b]].sum()) for a, b in zip(starts, base.segment_ends)]
+    np.testing.assert_array_equal(np.diff(np.r_[0, base.segment_ends]) - lost, np.diff(np.r_[0, plan.segment_ends]))
+
+
+def test_suspects_need_two_observations_and_a_score_above_the_threshold():
+    s = _mixed()
+    suspect = _with_suspects(s)
+    s._storage.columns["times_seen"][:] = 1  # one wrong observation proves nothing yet
+    plan = plan_selection(s, SelectionConfig(suspect_threshold=0.75), seed=3, epoch=1)
+    assert suspect[plan.ids].any() and plan.extra["suspects"] == 0
+    s._storage.columns["times_seen"][:] = 2
+    # score of a suspect: (1 + sigmoid(2)) / 2 = 0.94; threshold 0.95 keeps them
+    assert plan_selection(s, SelectionConfig(suspect_threshold=0.95), seed=3, epoch=1).extra["suspects"] == 0
+
+
+def test_suspect_threshold_is_validated():
+    with pytest.raises(ConfigError, match="suspect_threshold .*needs policy='geko'"):
+        SelectionConfig(policy="rs2", suspect_threshold=0.75)
+    with pytest.raises(ConfigError, match="suspect_threshold"):
+        SelectionConfig(suspect_threshold=1.5)
+    assert SelectionConfig.from_dict(SelectionConfig(suspect_threshold=0.75).to_dict()).suspect_threshold == 0.75

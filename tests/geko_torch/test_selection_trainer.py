@@ -198,7 +198,8 @@ def test_training_args_selection():
     a = GEKOTrainingArgs(selection="infobatch")
     assert a.selection == SelectionConfig(policy=SelectionKind.INFOBATCH)
     assert a.to_dict()["selection"] == {"policy": "infobatch", "prune_probability": 0.5,
-                                        "anneal_fraction": None, "recheck_fraction": 0.0, "keep_fraction": None}
+                                        "anneal_fraction": None, "recheck_fraction": 0.0, "keep_fraction": None,
+                                        "suspect_threshold": None}
     keep = GEKOTrainingArgs(selection=SelectionConfig(keep_fraction=0.25))
     assert keep.to_dict()["selection"]["keep_fraction"] == 0.25 and keep.geko_settings().selection == keep.selection
     cfg = SelectionConfig(policy="geko", recheck_fraction=0.02)
