@@ -741,7 +741,9 @@ class GEKOTrainer:
             f"  LR schedule       : {a.lr_scheduler_type.value} (over training progress)",
             f"  Selection         : {a.selection.policy.value}"
             + ("" if a.selection.keep_fraction is None
-               else f" (keep_fraction {a.selection.keep_fraction:g}: mastered samples re-weighted)"),
+               else f" (keep_fraction {a.selection.keep_fraction:g}: mastered samples re-weighted)")
+            + ("" if a.selection.suspect_threshold is None
+               else f" (suspects above {a.selection.suspect_threshold:g} set aside)"),
             f"  Curriculum        : {'ON' if self._curriculum_on else 'OFF'}",
             f"  Budget            : {budget}",
             f"  Run directory     : {self.run.root}",

@@ -325,12 +325,14 @@ def test_selection_rs2_with_a_budget_and_a_cosine_schedule(capsys, tmp_path, gpt
 def test_keep_fraction_trains_geko_with_reweighted_mastered_samples(capsys, tmp_path, gpt2_dir, data):
     out = tmp_path / "keep"
     code, stdout, stderr = _train(capsys, gpt2_dir, data["sft_jsonl"], "--prompt-field", "prompt",
-                                  "--response-field", "response", "--keep-fraction", "0.5", "--output-dir", out, *FAST)
+                                  "--response-field", "response", "--keep-fraction", "0.5", "--suspect-threshold",
+                                  "0.75", "--output-dir", out, *FAST)
     assert code == 0, stderr
-    assert "Selection         : geko (keep_fraction 0.5: mastered samples re-weighted)" in stdout
+    assert ("Selection         : geko (keep_fraction 0.5: mastered samples re-weighted) (suspects above 0.75 "
+            "set aside)") in stdout
     args = json.loads((next(out.glob("checkpoint-*")) / "trainer_state.json").read_text())["extra"]["args"]
     assert args["selection"] == {"policy": "geko", "prune_probability": 0.5, "anneal_fraction": None,
-                                 "recheck_fraction": 0.0, "keep_fraction": 0.5}
+                                 "recheck_fraction": 0.0, "keep_fraction": 0.5, "suspect_threshold": 0.75}
     for bad in ("0", "1.5"):
         with pytest.raises(SystemExit) as e:
             cli.main(["train", str(gpt2_dir), str(data["sft_jsonl"]), "--text-field", "prompt", "--keep-fraction", bad])

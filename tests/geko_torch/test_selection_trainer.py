@@ -11,6 +11,7 @@ from geko_state import (
     SelectionConfig,
     SelectionKind,
     StateStore,
+    plan_selection,
     read_summary,
 )
 from geko_state.errors import ConfigError, InputError
@@ -262,3 +263,48 @@ def test_sampler_state_round_trips_weights_and_refuses_another_policy(tmp_path):
     g2 = GEKOSampler(store, seed=1, total_epochs=4)
     g2.load_state_dict(old)
     assert g2.plan.loss_weights is None and list(g2) == list(g)
+
+
+def test_the_state_holds_the_mean_margin_of_every_training_forward(tmp_path):
+    items = cls_items(40)
+    row = {tuple(it["input_ids"].tolist()): i for i, it in enumerate(items)}
+    model = RecordingClassifier()
+    t = GEKOTrainer(model, items, config=_FAST, args=_args(tmp_path, selection="uniform", num_epochs=2))
+    t.train()
+    margins: dict[int, list[float]] = {}
+    for rec in model.records:
+        logits = rec["logits"]
+        for x, lg in zip(rec["input_ids"].tolist(), logits):
+            i = row[tuple(x)]
+            y = int(items[i]["labels"])
+            margins.setdefault(i, []).append(float(lg[y] - lg[1 - y]))  # 2 classes: the other logit
+    assert len(margins) == 40 and all(len(m) == 2 for m in margins.values())
+    aum = t.store.column("aum")
+    np.testing.assert_allclose(aum, [np.mean(margins[i]) for i in range(40)], rtol=1e-5, atol=1e-6)
+    # wrong_streak: wrong at the last observation <=> margin <= 0 there
+    last_wrong = np.array([margins[i][-1] < 0 for i in range(40)])
+    assert ((t.store.column("wrong_streak") > 0) == last_wrong).all()
+    t.close()
+
+
+def test_geko_with_suspect_threshold_trains_and_reports_what_it_set_aside(tmp_path):
+    items = cls_items(40)
+    for it in items[:8]:  # mislabeled: the task's rule says the other class
+        it["labels"] = 1 - it["labels"]
+    sel = SelectionConfig(suspect_threshold=0.6)
+    t = GEKOTrainer(TinyClassifier(), items, config=_FAST, args=_args(tmp_path, selection=sel, num_epochs=4))
+    t.train()
+    trained = _trained_per_epoch(tmp_path / "run")
+    assert trained[0] == 40
+    assert min(trained[2:]) < 40
+    # the plan of one more epoch, from the state the real training left: mislabeled samples are the
+    # suspects it sets aside
+    from geko_state.noise import suspect_mask
+
+    plan = plan_selection(t.store, sel, seed=0, epoch=t.store.epoch)
+    aside = suspect_mask(t.store.column("aum"), t.store.column("wrong_streak"), t.store.column("times_seen"), 0.6)
+    base = plan_selection(t.store, SelectionConfig(), seed=0, epoch=t.store.epoch)
+    assert aside.any() and plan.extra["suspects"] == int(aside[base.ids].sum()) > 0
+    np.testing.assert_array_equal(plan.ids, base.ids[~aside[base.ids]])
+    assert aside[:8].mean() > aside[8:].mean()
+    t.close()
