@@ -148,7 +148,10 @@ def _frozen_share(bucket: Any, mask: Any) -> float:
 
 
 def run_one(data: Any, spec: RunSpec, seed: int, out: Path, scheduler: str, budget: float | None,
-            device: str | None = None) -> dict[str, Any]:
+            device: str | None = None, inspect: Callable[[Any], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Train ``spec`` on ``data`` from its pretrained weights and measure it. ``inspect``: called with
+    the trained trainer before it closes (its state and model are still there); its entries join the
+    result (bench_noise reads the noise scores and held-out predictions this way)."""
     import torch
 
     from geko_state import PRESETS
@@ -179,6 +182,7 @@ def run_one(data: Any, spec: RunSpec, seed: int, out: Path, scheduler: str, budg
     forward = int(getattr(trainer, "forward_only_passes", 0))
     bucket = trainer.store.column("bucket")
     corrupted = data.kinds == 2
+    extra = inspect(trainer) if inspect else {}
     trainer.close()
     n_full = len(data.train) * data.epochs
     compute = passes + forward / 3
@@ -187,7 +191,7 @@ def run_one(data: Any, spec: RunSpec, seed: int, out: Path, scheduler: str, budg
         "passes": passes, "forward_passes": forward, "compute": compute, "compute_share": compute / n_full,
         "wall_s": wall, "eval_s": eval_s, "train_wall_s": wall - eval_s, "final": curve[-1]["value"],
         "curve": curve, "frozen_share_clean": _frozen_share(bucket, ~corrupted),
-        "frozen_share_corrupted": _frozen_share(bucket, corrupted),
+        "frozen_share_corrupted": _frozen_share(bucket, corrupted), **extra,
     }
 
 
@@ -312,12 +316,19 @@ def collect(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def merge(payloads: list[dict[str, Any]]) -> dict[str, Any]:
-    """Result files of the same settings (e.g. more seeds run later) as one, re-summarised."""
+def _frontier_summary(res: dict[str, Any]) -> dict[str, Any]:
+    metric = {"key": res["metric"], **{k: res[k] for k in ("higher_is_better", "tolerance", "relative")}}
+    return summarise(res["runs"], metric, res["emax"])
+
+
+def merge(payloads: list[dict[str, Any]],
+          summary: Callable[[dict[str, Any]], dict[str, Any]] = _frontier_summary) -> dict[str, Any]:
+    """Result files of the same settings (e.g. more seeds run later) as one, each (task, noise)
+    result re-summarised by ``summary`` (bench_noise passes its own)."""
     first = payloads[0]
     for other in payloads[1:]:
         if other["settings"] != first["settings"] or other["lr_scheduler"] != first["lr_scheduler"]:
-            raise SystemExit("bench_frontier --merge: the files were measured with different settings")
+            raise SystemExit("--merge: the files were measured with different settings")
     merged: dict[tuple[str, float], dict[str, Any]] = {}
     for payload in payloads:
         for res in payload["results"]:
@@ -327,12 +338,11 @@ def merge(payloads: list[dict[str, Any]]) -> dict[str, Any]:
                 continue
             m = merged[key]
             if set(m["seeds"]) & set(res["seeds"]) or m["corrupted"] != res["corrupted"]:
-                raise SystemExit(f"bench_frontier --merge: {key} repeats a seed or differs in its data")
+                raise SystemExit(f"--merge: {key} repeats a seed or differs in its data")
             m["seeds"] += res["seeds"]
             m["runs"] += res["runs"]
     for m in merged.values():
-        metric = {"key": m["metric"], **{k: m[k] for k in ("higher_is_better", "tolerance", "relative")}}
-        m["summary"] = summarise(m["runs"], metric, m["emax"])
+        m["summary"] = summary(m)
     return {**first, "command": " && ".join(p["command"] for p in payloads),
             "total_s": sum(p["total_s"] for p in payloads), "results": list(merged.values())}
 
@@ -348,87 +358,132 @@ def _check_resources(tasks: list[str]) -> None:
         needs[t]()  # converts SmolLM2 once, here, not in every worker
 
 
-def main(argv: list[str] | None = None) -> int:
+def resources_missing(script: str, tasks: list[str]) -> bool:
+    """Whether a model or WordNet is missing; if so, says which and its install command."""
     from geko_state.errors import GekoError
-    from geko_torch.frontier import FRONTIER_TASKS
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small sizes, 1 seed, 0%% and 20%% noise (about 10 minutes)")
-    p.add_argument("--tasks", nargs="+", default=list(FRONTIER_TASKS), choices=list(FRONTIER_TASKS))
-    p.add_argument("--noise", nargs="+", type=float, default=None, help="label-noise rates (default 0 0.1 0.2)")
+    try:
+        _check_resources(tasks)
+    except GekoError as e:
+        print(f"{script}: {e}", file=sys.stderr)
+        return True
+    return False
+
+
+def add_run_args(p: argparse.ArgumentParser, tasks: list[str], default_json: str, noise_help: str) -> None:
+    """The options every frontier-task benchmark shares (bench_noise uses them too)."""
+    p.add_argument("--tasks", nargs="+", default=tasks, choices=tasks)
+    p.add_argument("--noise", nargs="+", type=float, default=None, help=noise_help)
     p.add_argument("--seeds", nargs="+", type=int, default=None,
                    help="training seeds (default 0-4 for classification, 0-2 for SFT; --quick: 0)")
-    p.add_argument("--fractions", nargs="+", type=float, default=None, help="RS2 fractions (default 0.3 0.5 0.7)")
-    p.add_argument("--policies", nargs="+", default=None,
-                   help="families to run: uniform rs2 infobatch geko geko_seeds geko_lossrule geko_keep random_subset "
-                        "(default all)")
-    p.add_argument("--lr-scheduler", default="linear", choices=["linear", "cosine", "constant"])
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (1: steadier timings)")
     p.add_argument("--jobs", type=int, default=1, help="(task, noise, seed) groups run in parallel processes")
     p.add_argument("--device", default=None, help="torch device for training (default: cuda when available, else cpu)")
     p.add_argument("--n-train", type=int, default=None, help="training samples (default: the task's size)")
     p.add_argument("--n-eval", type=int, default=None, help="eval samples (default: the task's size)")
     p.add_argument("--epochs", type=int, default=None, help="Emax, the most epochs a run trains (default: the task's)")
-    p.add_argument("--json", type=Path, default=None, help="default benchmarks/results/frontier[_quick].json")
+    p.add_argument("--json", type=Path, default=None, help=f"default benchmarks/results/{default_json}")
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="FILE",
                    help="merge result files of the same settings (more seeds) into --json, without training")
-    a = p.parse_args(argv)
-    if a.merge:
-        if a.json is None:
-            p.error("--merge needs --json OUT")
-        payload = merge([json.loads(f.read_text()) for f in a.merge])
-        a.json.write_text(json.dumps(payload, indent=1, allow_nan=True))
-        print(f"wrote {a.json}")
-        return 0
-    noise = a.noise if a.noise is not None else ([0.0, 0.2] if a.quick else [0.0, 0.1, 0.2])
-    fractions = a.fractions if a.fractions is not None else ([0.5] if a.quick else [0.3, 0.5, 0.7])
-    families = set(a.policies) if a.policies else None
-    try:
-        _check_resources(a.tasks)
-    except GekoError as e:
-        print(f"bench_frontier: {e}", file=sys.stderr)
-        return 2
-    jobs, sizes = [], {}
-    for task in a.tasks:
-        seeds = a.seeds if a.seeds is not None else ([0] if a.quick else
-                                                     [0, 1, 2] if task == "wordnet-definitions" else [0, 1, 2, 3, 4])
-        size = FRONTIER_TASKS[task].quick if a.quick else FRONTIER_TASKS[task].full
-        size = dataclasses.replace(size, n_train=a.n_train or size.n_train, n_eval=a.n_eval or size.n_eval,
-                                   epochs=a.epochs or size.epochs)
-        sizes[task] = size
-        specs = run_specs(size.epochs, fractions, families)
-        jobs += [(task, r, s, size, specs, a.lr_scheduler, a.threads, a.device) for r in noise for s in seeds]
-    t0 = time.perf_counter()
-    if a.jobs > 1:
-        with ProcessPoolExecutor(a.jobs) as pool:
-            groups = list(pool.map(run_group, *zip(*jobs)))
-    else:
-        groups = [run_group(*j) for j in jobs]
-    results = collect(groups)
+
+
+def merge_files(files: list[Path], out: Path, summary: Callable[[dict[str, Any]], dict[str, Any]] = _frontier_summary
+                ) -> int:
+    write_json(out, merge([json.loads(f.read_text()) for f in files], summary))
+    print(f"wrote {out}")
+    return 0
+
+
+def default_seeds(task: str, quick: bool) -> list[int]:
+    return [0] if quick else [0, 1, 2] if task == "wordnet-definitions" else [0, 1, 2, 3, 4]
+
+
+def task_size(task: str, a: argparse.Namespace) -> Any:
+    """The task's --quick or full TaskSize with --n-train / --n-eval / --epochs applied."""
+    from geko_torch.frontier import FRONTIER_TASKS
+
+    size = FRONTIER_TASKS[task].quick if a.quick else FRONTIER_TASKS[task].full
+    return dataclasses.replace(size, n_train=a.n_train or size.n_train, n_eval=a.n_eval or size.n_eval,
+                               epochs=a.epochs or size.epochs)
+
+
+def run_groups(fn: Callable[..., dict[str, Any]], jobs: list[tuple[Any, ...]], parallel: int) -> list[dict[str, Any]]:
+    """``fn(*job)`` for every job, in ``parallel`` processes (1: here)."""
+    if parallel > 1:
+        with ProcessPoolExecutor(parallel) as pool:
+            return list(pool.map(fn, *zip(*jobs)))
+    return [fn(*j) for j in jobs]
+
+
+def machine(a: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    payload = {
-        "command": "python benchmarks/bench_frontier.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "quick": a.quick, "lr_scheduler": a.lr_scheduler, "rs2_fractions": fractions,
-        "total_s": time.perf_counter() - t0,
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-                    "threads_per_run": a.threads, "jobs": a.jobs, "cpus": os.cpu_count(),
-                    "device": a.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-        "settings": {t: dataclasses.asdict(size) for t, size in sizes.items()},
-        "results": results,
-    }
-    path = a.json or RESULTS / ("frontier_quick.json" if a.quick else "frontier.json")
+    return {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "threads_per_run": a.threads, "jobs": a.jobs, "cpus": os.cpu_count(),
+            "device": a.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Under a temporary name, then renamed: an interrupted write never leaves half a result file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=1, allow_nan=True))
     tmp.replace(path)
-    from frontier_report import table  # noqa: E402 - next to this script
 
+
+def measure(script: str, argv: list[str] | None, a: argparse.Namespace, sizes: dict[str, Any],
+            results: Callable[[], list[dict[str, Any]]], extra: dict[str, Any], path: Path,
+            table: Callable[[dict[str, Any]], str]) -> int:
+    """Run ``results`` (the groups, collected), write the result file with the command line, the
+    machine, ``extra`` settings and the task sizes, and print its table."""
+    t0 = time.perf_counter()
+    found = results()
+    payload = {
+        "command": f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "quick": a.quick, **extra, "total_s": time.perf_counter() - t0, "machine": machine(a),
+        "settings": {t: dataclasses.asdict(size) for t, size in sizes.items()},
+        "results": found,
+    }
+    write_json(path, payload)
     print()
     print(table(payload))
     print(f"\nwrote {path} ({payload['total_s']:.0f} s)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from geko_torch.frontier import FRONTIER_TASKS
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes, 1 seed, 0%% and 20%% noise (about 10 minutes)")
+    add_run_args(p, list(FRONTIER_TASKS), "frontier[_quick].json", "label-noise rates (default 0 0.1 0.2)")
+    p.add_argument("--fractions", nargs="+", type=float, default=None, help="RS2 fractions (default 0.3 0.5 0.7)")
+    p.add_argument("--policies", nargs="+", default=None,
+                   help="families to run: uniform rs2 infobatch geko geko_seeds geko_lossrule geko_keep geko_suspects "
+                        "geko_keep_suspects random_subset (default all)")
+    p.add_argument("--lr-scheduler", default="linear", choices=["linear", "cosine", "constant"])
+    a = p.parse_args(argv)
+    if a.merge:
+        if a.json is None:
+            p.error("--merge needs --json OUT")
+        return merge_files(a.merge, a.json)
+    noise = a.noise if a.noise is not None else ([0.0, 0.2] if a.quick else [0.0, 0.1, 0.2])
+    fractions = a.fractions if a.fractions is not None else ([0.5] if a.quick else [0.3, 0.5, 0.7])
+    families = set(a.policies) if a.policies else None
+    if resources_missing("bench_frontier", a.tasks):
+        return 2
+    jobs, sizes = [], {}
+    for task in a.tasks:
+        size = sizes[task] = task_size(task, a)
+        specs = run_specs(size.epochs, fractions, families)
+        seeds = a.seeds if a.seeds is not None else default_seeds(task, a.quick)
+        jobs += [(task, r, s, size, specs, a.lr_scheduler, a.threads, a.device) for r in noise for s in seeds]
+    from frontier_report import table  # noqa: E402 - next to this script
+
+    path = a.json or RESULTS / ("frontier_quick.json" if a.quick else "frontier.json")
+    return measure("bench_frontier.py", argv, a, sizes, lambda: collect(run_groups(run_group, jobs, a.jobs)),
+                   {"lr_scheduler": a.lr_scheduler, "rs2_fractions": fractions}, path, table)
 
 
 if __name__ == "__main__":

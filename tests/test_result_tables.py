@@ -1,9 +1,11 @@
-"""benchmarks/bench_frontier.py's figures, and the README's result tables being generated from their JSON files."""
+"""benchmarks/bench_frontier.py's and bench_noise.py's figures, and the README's result tables being generated
+from their JSON files."""
 import importlib.util
 import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +22,8 @@ def _load(name: str):
 bench = _load("bench_frontier")
 report = _load("frontier_report")
 engine = _load("engine_report")
+noise = _load("bench_noise")  # imports bench_frontier, loaded above
+noise_report = _load("noise_report")
 ACC = {"key": "eval_accuracy", "higher_is_better": True, "tolerance": 0.005, "relative": False}
 
 
@@ -117,3 +121,91 @@ def test_geko_keep_runs_geko_with_a_keep_fraction():
     assert overrides == {"selection": SelectionConfig(policy="geko", keep_fraction=0.5)}
     plain = {"selection": "rs2"}
     assert bench.trainer_overrides(plain, 0.4) == {"selection": "rs2", "budget": 0.4} and plain == {"selection": "rs2"}
+
+
+
+# ---------------------------------------------------------------------- bench_noise
+def _mask(n, ids):
+    m = np.zeros(n, dtype=bool)
+    m[ids] = True
+    return m
+
+
+def test_top_k_figures_count_the_corrupted_among_the_first_k():
+    corrupted = _mask(50, range(10))
+    ranking = np.array([0, 1, 2, 3, 4, 5, 6, 40, 41, 42, 7, 8, 9])  # 7 of the first 10 corrupted
+    assert noise.at_k(ranking, corrupted, 10) == pytest.approx({"p_at_k": 0.7, "r_at_k": 0.7, "f1_at_k": 0.7})
+    # Fewer ranked than k: precision over those returned, recall over all corrupted.
+    short = noise.at_k(np.array([0, 1, 2, 3, 45]), corrupted, 10)
+    assert short == pytest.approx({"p_at_k": 0.8, "r_at_k": 0.4, "f1_at_k": 8 / 15})
+
+
+def test_a_cut_that_flags_nothing_has_no_precision_and_zero_recall():
+    corrupted = _mask(20, [1, 2])
+    cut = noise.at_cut(np.array([], dtype=np.int64), corrupted, "score > 0.5")
+    assert cut["size"] == 0 and math.isnan(cut["precision"]) and cut["recall"] == 0.0 and cut["f1"] == 0.0
+    cut = noise.at_cut(np.array([5, 2]), corrupted, "x")
+    assert cut["ids"] == [2, 5] and cut["precision"] == 0.5 and cut["recall"] == 0.5
+
+
+def test_auroc_counts_unranked_samples_as_least_suspicious():
+    pytest.importorskip("sklearn")
+    corrupted = _mask(6, [0, 1])
+    assert noise.auroc(np.array([0.9, 0.8, 0.1, 0.2, 0.3, 0.4]), corrupted) == 1.0
+    # Sample 1 never ranked: below every clean sample, so it loses all 4 of its pairs.
+    assert noise.auroc(np.array([0.9, np.nan, 0.1, 0.2, 0.3, 0.4]), corrupted) == pytest.approx(0.5)
+    assert math.isnan(noise.auroc(np.ones(6), np.zeros(6, dtype=bool)))
+
+
+def test_cross_validation_costs_k_runs_on_four_fifths_plus_forward_passes_at_a_third():
+    n, emax = 1000, 3
+    cost = noise.extra_compute([800 * emax] * noise.CV_FOLDS, n, n, emax)
+    assert cost["extra_passes"] == 12000 and cost["extra_forward_passes"] == 1000
+    assert cost["extra_compute_share"] == pytest.approx(4 + 1 / (3 * emax))
+    assert noise.extra_compute([], 0, n, emax)["extra_compute_share"] == 0.0
+
+
+def test_state_scores_are_indexed_by_sample_id():
+    cols = {"sample_id": np.array([2, 0, 1]), "aum": np.array([-3.0, 2.0, 0.0], dtype=np.float32),
+            "wrong_streak": np.array([3, 0, 1], dtype=np.uint8), "times_seen": np.array([3, 3, 3], dtype=np.int32),
+            "last_loss": np.array([4.0, 0.1, 1.0], dtype=np.float32)}
+    scores = noise.state_scores(cols)
+    assert list(np.argsort(-scores["geko"])) == [2, 1, 0] and list(scores["aum"]) == [-2.0, -0.0, 3.0]
+    assert list(scores["loss"]) == pytest.approx([0.1, 1.0, 4.0])
+
+
+def _noise_payload(seed, clean_gain):
+    cut = {"rule": "score > 0.5", "size": 10, "precision": 0.6, "recall": 0.75, "f1": 0.667, "ids": []}
+    det = {"k": 8, "p_at_k": 0.5 + seed / 10, "r_at_k": 0.5 + seed / 10, "f1_at_k": 0.5 + seed / 10,
+           "auroc": 0.8, "cut": cut, **noise.extra_compute([], 0, 40, 2)}
+    down = {name: {"n_train": 40 - removed, "removed": removed, "removed_corrupted": removed // 2,
+                   "final": 0.5 + gain, "compute_share": 1.0, "train_wall_s": 1.0}
+            for name, removed, gain in (("all", 0, 0.0), ("geko_cleaned", 10, clean_gain))}
+    run = {"seed": seed, "geko_run": {}, "detectors": {"geko": det, "loss": {**det, "cut": None}}, "cv": None,
+           "downstream": down}
+    res = {"task": "t", "noise": 0.2, "task_kind": "classification", "metric": "eval_accuracy",
+           "higher_is_better": True, "n_train": 40, "emax": 2, "k": 8, "corrupted": list(range(8)), "seeds": [seed],
+           "note": None, "runs": [run]}
+    res["summary"] = noise.summarise_result(res)
+    return {"command": f"seed {seed}", "settings": {"t": {}}, "lr_scheduler": "linear", "total_s": 10.0,
+            "results": [res]}
+
+
+def test_noise_results_merge_by_seed_and_resummarise():
+    both = bench.merge([_noise_payload(0, 0.02), _noise_payload(1, 0.04)], noise.summarise_result)
+    (res,) = both["results"]
+    s = res["summary"]
+    assert res["seeds"] == [0, 1] and s["detectors"]["geko"]["p_at_k_mean"] == pytest.approx(0.55)
+    assert s["detectors"]["loss"]["cut_rule"] is None and s["detectors"]["loss"]["cut_size_mean"] is None
+    assert s["downstream"]["geko_cleaned"]["vs_all_mean"] == pytest.approx(0.03)
+    assert not math.isnan(s["downstream"]["geko_cleaned"]["vs_all_ci95"])
+    text = noise_report.table(both)
+    assert "| geko | 0.00 | 0.00 | 55.0% ± " in text and "| geko_cleaned | 10 (5) | 53.0% ± " in text
+
+
+def test_the_readme_noise_table_is_generated_from_its_json():
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index(noise_report.NOISE.begin):text.index(noise_report.NOISE.end) + len(noise_report.NOISE.end)]
+    sources = report.readme_sources(block=noise_report.NOISE)
+    assert sources and all(p.is_file() for p in sources)
+    assert block == report.readme_block(sources, noise_report.NOISE)

@@ -32,3 +32,24 @@ def test_the_benchmark_stops_before_training_when_a_resource_is_missing(monkeypa
     monkeypatch.setattr(resources, "WORDNET_DIR", Path("/nonexistent"))
     assert bench.main(["--quick"]) == 2
     assert "apt-get install wordnet-base" in capsys.readouterr().err
+
+
+def test_the_noise_benchmark_stops_with_the_install_command_without_cleanlab(monkeypatch, capsys):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench_dir = Path(__file__).resolve().parents[3] / "benchmarks"
+    monkeypatch.syspath_prepend(str(bench_dir))  # bench_noise imports bench_frontier by name
+    spec = importlib.util.spec_from_file_location("bench_noise_missing", bench_dir / "bench_noise.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)
+    spec.loader.exec_module(bench)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name, *a: None if name == "cleanlab" else real(name, *a))
+    assert bench.main(["--quick", "--tasks", "wordnet-supersense"]) == 2
+    assert bench.INSTALL in capsys.readouterr().err
+    # The SFT task does not need cleanlab: it gets as far as the resources.
+    monkeypatch.setattr(resources, "WORDNET_DIR", Path("/nonexistent"))
+    assert bench.main(["--quick", "--tasks", "wordnet-definitions"]) == 2
+    assert "apt-get install wordnet-base" in capsys.readouterr().err
