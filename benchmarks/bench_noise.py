@@ -25,8 +25,10 @@ cleanlab: its flagged set). Ranking rule everywhere: score descending, ties by l
 **Downstream** (classification): from the pretrained weights, uniform selection, Emax epochs, the
 same settings, on (a) all training data, (b) the data minus GEKO's flagged set at its default
 threshold (the one cleaning rule for GEKO: the cut a user gets from ``store_suspects(store)``), (c)
-the data minus cleanlab's flagged issues; eval quality of each, and its difference to (a) paired by
-seed, mean and 95% t-interval over seeds.
+the data minus GEKO's top-m, m = the size of cleanlab's flagged set (the two rankings compared at
+equal removal; it needs cleanlab's count, so it is not a rule a user has for free), (d) the data
+minus cleanlab's flagged issues; eval quality of each, and its difference to (a) paired by seed,
+mean and 95% t-interval over seeds.
 
 The causal-LM task (``wordnet-definitions``, shuffled responses) gets the state detectors only:
 cleanlab needs class probabilities, which free-text SFT responses do not have; no downstream runs.
@@ -277,6 +279,8 @@ def run_group(task: str, noise: float, seed: int, size: Any, threads: int, devic
             print(f"{tag} cleanlab: {CV_FOLDS} folds, train wall {cv['train_wall_s']:.0f} s", flush=True)
             removed = {"all": np.zeros(0, dtype=np.int64),
                        "geko_cleaned": np.asarray(detectors["geko"]["cut"]["ids"], dtype=np.int64),
+                       # GEKO's ranking at cleanlab's removal count: the two rankings at equal size
+                       "geko_top_cleanlab_count": np.sort(rank_suspects(scores["geko"], top=int(flagged.shape[0]))),
                        "cleanlab_cleaned": np.sort(flagged)}
             downstream = {}
             for name, ids in removed.items():
