@@ -27,7 +27,7 @@ from .errors import (
 from .lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from .export import export_rows, keep_mask, kept_ids, parse_buckets, write_ids
+    from .export import drop_ids, export_rows, keep_mask, kept_ids, parse_buckets, write_ids
     from .history import HistoryConfig, HistoryRecord, HistoryWriter, read_summary
     from .noise import NOISE_SCORES, SuspectsConfig, noise_scores, store_suspects, suspects_table
     from .planning import BudgetKind, EpochPlan, WeightSegment, shard
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     )
     from .sql import QueryError, connect, query
     from .stats import PartitionStats
+    from .suspects import Suspects, read_suspects, write_suspects
     from .store import StateStore
 
 __version__ = "0.1.0"
@@ -56,7 +57,7 @@ __version__ = "0.1.0"
 # The rest is imported on first use, so `import geko_state` (and every `geko` command) pays only for
 # what it touches: numba kernels, Arrow files, polars, DuckDB and matplotlib cost seconds together.
 _LAZY: dict[str, str] = {
-    **dict.fromkeys(("export_rows", "keep_mask", "kept_ids", "parse_buckets", "write_ids"), "export"),
+    **dict.fromkeys(("drop_ids", "export_rows", "keep_mask", "kept_ids", "parse_buckets", "write_ids"), "export"),
     **dict.fromkeys(("HistoryConfig", "HistoryRecord", "HistoryWriter", "read_summary"), "history"),
     **dict.fromkeys(("BudgetKind", "EpochPlan", "WeightSegment", "shard"), "planning"),
     **dict.fromkeys(("NOISE_SCORES", "SuspectsConfig", "noise_scores", "store_suspects", "suspects_table"), "noise"),
@@ -66,6 +67,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("COLUMN_NAMES", "LOSS_WINDOW", "SCHEMA_VERSION", "Bucket", "bytes_per_sample"), "schema"),
     **dict.fromkeys(("SELECTION_POLICIES", "SelectionConfig", "SelectionKind", "plan_selection"), "selection"),
     **dict.fromkeys(("QueryError", "connect", "query"), "sql"),
+    **dict.fromkeys(("Suspects", "read_suspects", "write_suspects"), "suspects"),
     "PartitionStats": "stats",
     "StateStore": "store",
 }
@@ -83,10 +85,11 @@ __all__ = [
     "bytes_per_sample", "shard", "__version__",
     # history, SQL, exports, reports
     "EfficiencyReport", "HistoryConfig", "HistoryRecord", "HistoryWriter", "MissingDependencyError",
-    "QueryError", "Run", "build_report", "connect", "export_rows", "keep_mask", "kept_ids", "open_run",
+    "QueryError", "Run", "build_report", "connect", "drop_ids", "export_rows", "keep_mask", "kept_ids", "open_run",
     "parse_buckets", "query", "read_summary", "render_plots", "write_ids",
     # label-noise suspects
-    "NOISE_SCORES", "SuspectsConfig", "noise_scores", "store_suspects", "suspects_table",
+    "NOISE_SCORES", "Suspects", "SuspectsConfig", "noise_scores", "read_suspects", "store_suspects", "suspects_table",
+    "write_suspects",
     # selection policies (GEKO and baselines on the same engine)
     "SELECTION_POLICIES", "SelectionConfig", "SelectionKind", "plan_selection",
 ]

@@ -278,12 +278,82 @@ def _sql():
     return configure, run
 
 
+def _suspect_options(p: argparse.ArgumentParser, score_help: str) -> None:
+    """--top, --threshold and --score: which samples count as suspects (a SuspectsConfig)."""
+    from .noise import DEFAULT_NOISE_SCORE, NOISE_SCORES
+
+    scores = "; ".join(f"{s.name}: {s.description}"
+                       + (f" (cut {s.default_threshold:g})" if s.default_threshold is not None else " (no cut)")
+                       for s in NOISE_SCORES.values())
+    p.add_argument("--top", type=int_at_least(1), default=None, metavar="K",
+                   help="the K most suspicious samples (with --threshold: of those above it)")
+    p.add_argument("--threshold", type=number_in(), default=None, metavar="T",
+                   help="samples whose score is above T (default: the score's own cut)")
+    p.add_argument("--score", choices=sorted(NOISE_SCORES), default=None,
+                   help=f"{score_help} (default {DEFAULT_NOISE_SCORE}): {scores}")
+
+
+def _suspects_config(args: argparse.Namespace):
+    from .noise import DEFAULT_NOISE_SCORE, SuspectsConfig
+
+    return SuspectsConfig(score=args.score or DEFAULT_NOISE_SCORE, top=args.top, threshold=args.threshold)
+
+
+@command(
+    "suspects",
+    "List the samples whose label is probably wrong (the noise score of docs/noise.md: never correct "
+    "lately, negative mean logit margin), most suspicious first, from one ordinary training run. Prints "
+    "the first rows (with --data, beside the data row of each) and writes them all to a Parquet file "
+    "(sample_id, score, rank, aum, wrong_streak, times_seen, bucket). geko export --drop-suspects leaves "
+    "the same samples out of the next run's dataset.",
+    "geko suspects runs/sft --top 100 --data data.jsonl",
+)
+def _suspects():
+    def configure(p: argparse.ArgumentParser) -> None:
+        from .datafiles import supported_formats
+        from .suspects import SUSPECTS_FILE
+
+        p.add_argument("run_dir", type=Path, help="run directory (or a state file)")
+        _suspect_options(p, "the noise score to rank by")
+        p.add_argument("--out", type=Path, default=None, metavar="FILE.parquet",
+                       help=f"where to write the suspects (default RUN_DIR/{SUSPECTS_FILE})")
+        p.add_argument("--data", type=Path, default=None, metavar="DATAFILE",
+                       help=f"the dataset the run trained on ({supported_formats()}; row i is sample i): "
+                            "show each suspect's row")
+        p.add_argument("--show", type=int_at_least(1), default=20, metavar="N",
+                       help="rows to print (default 20; the file holds every suspect)")
+
+    def run(args: argparse.Namespace) -> int:
+        from .run import state_file
+        from .store import StateStore
+        from .suspects import SUSPECTS_FILE, check_suspects_path, read_suspects, write_suspects
+        from .tables import render_text
+
+        config = _suspects_config(args)
+        path = state_file(args.run_dir)
+        out = check_suspects_path(args.out if args.out is not None else path.parent / SUSPECTS_FILE, "--out")
+        with StateStore.open(path, mode="r") as store:
+            found = read_suspects(store, config)
+        # The data rows first: a dataset that is not the run's refuses before anything is written.
+        shown = found.display(args.show, dataset=args.data, what="--data", align=True)
+        write_suspects(found.table, out)
+        print(found.summary())
+        if shown.height:
+            print(render_text(shown).rstrip("\n"))
+        more = found.table.num_rows - shown.height
+        print((f"... and {more:,} more; " if more > 0 else "") + f"all in {out}")
+        return 0
+
+    return configure, run
+
+
 @command(
     "export",
     "Export what to keep for the next run: the ids of the unpruned samples in the chosen buckets "
     "(--ids-out, .txt or .parquet) and/or those rows of your dataset (--dataset, --output: Parquet, "
-    "JSONL, CSV or Arrow, streamed, so datasets larger than memory work). Row i of the dataset is "
-    "sample i; a dataset with another row count than the state is refused.",
+    "JSONL, CSV or Arrow, streamed, so datasets larger than memory work). --drop-suspects also leaves out "
+    "the samples geko suspects lists (same --top, --threshold, --score): the cleaned dataset. Row i of "
+    "the dataset is sample i; a dataset with another row count than the state is refused.",
     "geko export runs/sim --keep HARD,FOCUS,LIGHT --ids-out kept.txt --dataset data.jsonl --output kept.jsonl",
 )
 def _export():
@@ -295,6 +365,10 @@ def _export():
         p.add_argument("--dataset", type=Path, default=None,
                        help="dataset the state was built on (.parquet, .jsonl, .csv, .arrow)")
         p.add_argument("--output", type=Path, default=None, help="where to write the kept dataset rows")
+        p.add_argument("--drop-suspects", action="store_true",
+                       help="also leave out the suspected mislabeled samples (geko suspects; by default those "
+                            "above the score's cut)")
+        _suspect_options(p, "with --drop-suspects: the noise score")
 
     def run(args: argparse.Namespace) -> int:
         from .datafiles import id_writer
@@ -307,17 +381,29 @@ def _export():
             raise InputError("nothing to export: give --ids-out FILE and/or --dataset FILE --output FILE")
         if (args.dataset is None) != (args.output is None):
             raise InputError("--dataset and --output go together")
+        given = [flag for flag, v in (("--top", args.top), ("--threshold", args.threshold), ("--score", args.score))
+                 if v is not None]
+        if given and not args.drop_suspects:
+            raise InputError(f"{', '.join(given)}: choose suspects to drop; add --drop-suspects")
+        drop = _suspects_config(args) if args.drop_suspects else None
         keep = parse_buckets(args.keep)
         if args.ids_out is not None:
             id_writer(args.ids_out, "--ids-out")  # refuse a bad suffix before any work
         lines = []
         with StateStore.open(state_file(args.run_dir), mode="r") as store:
-            ids = kept_ids(store, keep)
+            ids = kept_ids(store, keep, drop_suspects=drop)
             names = ",".join(b.name for b in keep)
-            lines.append(f"kept {ids.size:,} of {store.n_samples:,} samples ({names}; pruned excluded)")
+            dropped = ""
+            if drop is not None:
+                from .noise import store_suspects
+
+                total = store_suspects(store, drop).num_rows
+                left_out = kept_ids(store, keep).size - ids.size  # the other suspects were not kept anyway
+                dropped = f"; dropped {left_out:,} of {total:,} suspects: {drop.describe()}"
+            lines.append(f"kept {ids.size:,} of {store.n_samples:,} samples ({names}; pruned excluded{dropped})")
             # Rows first: the dataset check is the step most likely to refuse.
             if args.dataset is not None:
-                rows = export_rows(store, args.dataset, args.output, keep)
+                rows = export_rows(store, args.dataset, args.output, keep, drop_suspects=drop)
                 lines.append(f"rows: {rows:,} rows of {args.dataset} -> {args.output}")
             if args.ids_out is not None:
                 write_ids(ids, args.ids_out)
@@ -377,7 +463,8 @@ def build_parser(prog: str = "geko", *, configure: Collection[str] | None = None
         "knows, draw more of what it gets confidently wrong.",
         epilog="example:\n  geko simulate --n 1000000 --epochs 8 --out runs/sim\n  geko inspect runs/sim/state.arrow\n"
         "  geko report runs/sim\n  geko sql runs/sim \"SELECT bucket, count(*) FROM samples GROUP BY bucket\"\n"
-        "  geko export runs/sim --keep HARD,FOCUS,LIGHT --ids-out runs/sim/kept.txt",
+        "  geko export runs/sim --keep HARD,FOCUS,LIGHT --ids-out runs/sim/kept.txt\n"
+        "  geko suspects runs/sft --top 100 --data data.jsonl",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

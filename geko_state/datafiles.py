@@ -27,6 +27,7 @@ __all__ = [
     "data_format",
     "id_writer",
     "read_table",
+    "rows_where",
     "supported_formats",
 ]
 
@@ -243,6 +244,39 @@ def data_columns(path: str | os.PathLike, what: str = "dataset file", rows: int 
         return fmt.columns(p, rows)
     except (pl.exceptions.PolarsError, OSError, ValueError) as e:
         raise InputError(f"{what} {p}: cannot read it as {fmt.name} ({e})") from None
+
+
+def _row_index_name(columns: list[str]) -> str:
+    name = "__geko_row"
+    while name in columns:
+        name += "_"
+    return name
+
+
+def rows_where(path: str | os.PathLike, mask: np.ndarray, what: str = "dataset") -> pl.LazyFrame:
+    """The rows ``i`` of a dataset file where ``mask[i]`` (bool ``[N]``), in file order, streamed.
+
+    Row ``i`` is sample id ``i``, so the file must have exactly ``N`` rows: InputError naming both
+    counts otherwise, and for a file that is missing, unsupported or cannot be read. The count and
+    schema are read here; the rows when the returned frame is collected or sunk.
+    """
+    path = check_data_path(path, what)
+    fmt = data_format(path, what)
+    try:
+        lazy = fmt.scan(path)
+        n_rows = int(lazy.select(pl.len()).collect().item())
+        columns = lazy.collect_schema().names()
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise InputError(f"{what} {path}: cannot read it as {fmt.name} ({e})") from None
+    if n_rows != mask.shape[0]:
+        raise InputError(
+            f"{what} {path}: has {n_rows} rows but the state has {mask.shape[0]} samples; give the dataset "
+            "the state was built on (row i is sample id i)"
+        )
+    row = _row_index_name(columns)
+    # Look the row index up in an N-bit mask instead of joining on ids: no hash table, and the
+    # scan stays a single streaming pass in file order.
+    return lazy.with_row_index(row).filter(pl.lit(pl.Series(mask)).gather(pl.col(row))).drop(row)
 
 
 def _ids_txt(ids: np.ndarray, path: Path) -> None:

@@ -1,7 +1,8 @@
 """Offline pruning exports: the ids of the samples worth keeping, or the kept rows of a dataset.
 
 Row ``i`` of the dataset is sample id ``i`` of the state (ids are row positions everywhere), so
-the dataset must have exactly as many rows as the state has samples. Pruned samples are never kept.
+the dataset must have exactly as many rows as the state has samples. Pruned samples are never kept;
+suspected mislabeled samples (:mod:`geko_state.noise`) can be left out too.
 Dataset rows are streamed with Polars lazy frames (scan, filter, sink), so a dataset larger than
 memory can be exported; only a bit mask of N bits is held in memory.
 """
@@ -12,11 +13,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-import polars as pl
 
-from .datafiles import DATA_FORMATS, ID_FORMATS, check_data_path, data_format, id_writer
+from .datafiles import DATA_FORMATS, ID_FORMATS, check_data_path, data_format, id_writer, rows_where
 from .errors import InputError
 from .io import atomic_path
+from .noise import SuspectsConfig, store_suspects
 from .run import state_file
 from .schema import Bucket
 from .store import StateStore
@@ -25,6 +26,7 @@ __all__ = [
     "DEFAULT_KEEP",
     "DATASET_FORMATS",
     "ID_FORMATS",
+    "drop_ids",
     "export_rows",
     "keep_mask",
     "kept_ids",
@@ -63,16 +65,37 @@ def parse_buckets(keep: str | Bucket | Iterable[str | Bucket]) -> tuple[Bucket, 
     return tuple(out)
 
 
-def keep_mask(store: StateStore, keep: str | Iterable[str | Bucket] = DEFAULT_KEEP) -> np.ndarray:
-    """bool ``[N]``: samples whose bucket is in ``keep`` and that are not pruned."""
+def drop_ids(mask: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """A copy of ``mask`` (bool ``[N]``) with the samples ``ids`` cleared; InputError for an id
+    outside ``[0, N)``."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() >= mask.shape[0]):
+        raise InputError(f"drop_ids: ids must be in [0, {mask.shape[0]}), got {ids.min()}..{ids.max()}")
+    out = mask.copy()
+    out[ids] = False
+    return out
+
+
+def keep_mask(store: StateStore, keep: str | Iterable[str | Bucket] = DEFAULT_KEEP, *,
+              drop_suspects: SuspectsConfig | None = None) -> np.ndarray:
+    """bool ``[N]``: samples whose bucket is in ``keep`` and that are not pruned.
+
+    ``drop_suspects``: also leave out the suspects of that config (:func:`~geko_state.noise.store_suspects`,
+    ranked over all samples: the same samples ``geko suspects`` lists), so the export is the
+    cleaned dataset for the next run.
+    """
     lut = np.zeros(len(Bucket), dtype=bool)
     lut[[int(b) for b in parse_buckets(keep)]] = True
-    return lut[store.column("bucket")] & (store.column("pruned") == 0)
+    mask = lut[store.column("bucket")] & (store.column("pruned") == 0)
+    if drop_suspects is None:
+        return mask
+    return drop_ids(mask, store_suspects(store, drop_suspects)["sample_id"].to_numpy())
 
 
-def kept_ids(store: StateStore, keep: str | Iterable[str | Bucket] = DEFAULT_KEEP) -> np.ndarray:
-    """Sorted int64 ids ``[K]`` of the unpruned samples whose bucket is in ``keep``."""
-    return np.flatnonzero(keep_mask(store, keep)).astype(np.int64, copy=False)
+def kept_ids(store: StateStore, keep: str | Iterable[str | Bucket] = DEFAULT_KEEP, *,
+             drop_suspects: SuspectsConfig | None = None) -> np.ndarray:
+    """Sorted int64 ids ``[K]`` of :func:`keep_mask`'s samples."""
+    return np.flatnonzero(keep_mask(store, keep, drop_suspects=drop_suspects)).astype(np.int64, copy=False)
 
 
 def write_ids(ids: Sequence[int] | np.ndarray, path: str | os.PathLike) -> Path:
@@ -94,28 +117,24 @@ def _resolve_store(source: StateStore | str | os.PathLike) -> tuple[StateStore, 
     return StateStore.open(state_file(source), mode="r"), True
 
 
-def _row_index_name(columns: Sequence[str]) -> str:
-    name = "__geko_row"
-    while name in columns:
-        name += "_"
-    return name
-
-
 def export_rows(
     source: StateStore | str | os.PathLike,
     dataset: str | os.PathLike,
     output: str | os.PathLike,
     keep: str | Iterable[str | Bucket] = DEFAULT_KEEP,
+    *,
+    drop_suspects: SuspectsConfig | None = None,
 ) -> int:
     """Write the dataset rows of the kept samples to ``output``, in dataset order; returns their count.
 
     ``source``: a :class:`StateStore`, a run directory or a state file. Formats follow the file
     suffixes (:data:`~geko_state.datafiles.DATA_FORMATS`: Parquet, JSONL, CSV, Arrow IPC; input and output may
-    differ). The dataset's row count must equal the state's sample count. The output is written
-    under a temporary name and renamed.
+    differ). The dataset's row count must equal the state's sample count. ``drop_suspects``: also
+    leave out these suspects (see :func:`keep_mask`). The output is written under a temporary name
+    and renamed.
     """
     dataset, output = Path(dataset), Path(output)
-    fin = data_format(dataset, "dataset")
+    data_format(dataset, "dataset")  # a bad suffix is named before a bad output's
     fout = data_format(output, "output")
     check_data_path(dataset, "dataset")
     if output.resolve() == dataset.resolve():
@@ -123,30 +142,11 @@ def export_rows(
     keep = parse_buckets(keep)
     store, opened = _resolve_store(source)
     try:
-        lazy = fin.scan(dataset)
-        try:
-            n_rows = int(lazy.select(pl.len()).collect().item())
-            columns = lazy.collect_schema().names()
-        except (pl.exceptions.PolarsError, OSError) as e:
-            raise InputError(f"dataset {dataset}: cannot read it as {fin.name} ({e})") from None
-        if n_rows != store.n_samples:
-            raise InputError(
-                f"{dataset}: has {n_rows} rows but the state has {store.n_samples} samples; export "
-                "needs the dataset the state was built on (row i is sample id i)"
-            )
-        mask = keep_mask(store, keep)
-        kept = int(mask.sum())
+        mask = keep_mask(store, keep, drop_suspects=drop_suspects)
     finally:
         if opened:
             store.close()
-    row = _row_index_name(columns)
-    # Look the row index up in an N-bit mask instead of joining on the kept ids: no hash table,
-    # and the scan stays a single streaming pass in dataset order.
-    selected = (
-        lazy.with_row_index(row)
-        .filter(pl.lit(pl.Series(mask)).gather(pl.col(row)))
-        .drop(row)
-    )
+    selected = rows_where(dataset, mask, "dataset")
     with atomic_path(output) as tmp:
         fout.sink(selected, tmp)
-    return kept
+    return int(mask.sum())

@@ -177,6 +177,14 @@ class SuspectsConfig:
             return self.threshold
         return _get(self.score).default_threshold
 
+    def describe(self) -> str:
+        """The rule in words, for messages: ``"geko score above 0.5"``, ``"top 100 by loss score"``."""
+        cut = self.effective_threshold
+        if self.top is None:
+            return f"{self.score} score above {cut:g}"
+        best = f"top {self.top:,} by {self.score} score"
+        return best if cut is None else f"{best} above {cut:g}"
+
 
 def suspects_table(columns: Mapping[str, np.ndarray], config: SuspectsConfig | None = None, *,
                    ranked_only: bool = True) -> pa.Table:

@@ -9,6 +9,7 @@ Modules, one concern each:
 * ``datafile``: a dataset file's columns for the field pickers;
 * ``runs``: readers of a run directory for the dashboard (log, buckets, moves, ETA, checkpoints);
 * ``dashboard``: the dashboard's texts (status, stat boxes, summary card, hardware line);
+* ``suspects``: the Suspects panel (the run's probably mislabeled samples, with their data rows);
 * ``ui``: the gradio page; ``cli``: the ``geko app`` command.
 
 Only ``ui`` and ``cli.run`` import gradio (``pip install 'geko-engine[app]'``).

@@ -23,8 +23,9 @@ DEFAULT_PORT = 7860
 HELP = ("Open the GEKO web app (gradio): fine-tune a local Hugging Face model on a local dataset file "
         "without code (every geko train option and GEKOConfig setting, LoRA, precision; Start, Stop with "
         "a resumable checkpoint, Resume), and watch a run live: loss curve, bucket shares, bucket moves, "
-        "steps per second and ETA, compute saved, SQL over the run. --run RUN_DIR opens any run directory "
-        "read-only (from geko train, a GEKOTrainer script or the app). Binds to 127.0.0.1; uses files "
+        "steps per second and ETA, compute saved, SQL over the run, suspected mislabeled samples. --run "
+        "RUN_DIR opens any run directory read-only (from geko train, a GEKOTrainer script or the app). "
+        "Binds to 127.0.0.1; uses files "
         "inside --workspace only; another --host needs a login (--auth or GEKO_APP_TOKEN). Needs gradio: "
         "pip install 'geko-engine[app]'.")
 EXAMPLE = "geko app --port 7860    |    geko app --run runs/sft"
@@ -68,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from .ui import build_app, launch_app
 
     launcher = None if args.run is not None else Launcher(workspace=workspace)
-    demo = build_app(run_dir=args.run, launcher=launcher, default_output=default_output, refresh_s=args.refresh)
+    demo = build_app(run_dir=args.run, launcher=launcher, default_output=default_output, refresh_s=args.refresh,
+                     workspace=workspace)
     if policy.exposed:
         print(f"geko app: WARNING: serving on {args.host}, beyond this machine. Anyone who can reach it and "
               "logs in can start training processes and read the files of the workspace "

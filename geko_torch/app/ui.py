@@ -2,7 +2,8 @@
 
 Controls are generated from their sources (``command.form_options()``: the ``geko train`` options;
 ``fields.config_fields()``: every GEKOConfig field; ``fields.training_fields()``), never listed by
-hand. The dashboard reads only the run directory (``runs.read_run``), on a timer.
+hand. The dashboard reads only the run directory (``runs.read_run``), on a timer; the Suspects
+panel reads the run's state and, inside the workspace only, its dataset file (``suspects``).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from geko_state.config import PRESETS
 from geko_state.errors import GekoError, InputError
+from geko_state.noise import DEFAULT_NOISE_SCORE, NOISE_SCORES
 from geko_state.plots import BUCKET_COLORS
 from geko_state.schema import BUCKET_NAMES
 
@@ -33,6 +35,8 @@ from .fields import FieldSpec, config_fields, config_values, training_fields
 from .guard import AccessPolicy, HostGuard
 from .process import Launcher, resume_checkpoint
 from .reattach import control_values, current_launch
+from .suspects import suspects_panel
+from .workspace import Workspace
 
 __all__ = ["CSS", "DEFAULT_SQL", "build_app", "gradio"]
 
@@ -148,13 +152,16 @@ def _training_control(gr: Any, spec: FieldSpec) -> Any:
 
 # ---------------------------------------------------------------------- the page
 def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | None = None,
-              default_output: str | None = None, refresh_s: float = 1.5) -> Any:
+              default_output: str | None = None, refresh_s: float = 1.5, workspace: Workspace | None = None) -> Any:
     """The gradio Blocks of ``geko app``. ``run_dir``: a read-only dashboard of that run (no form,
-    no Start/Stop); otherwise the full app, training through ``launcher``."""
+    no Start/Stop); otherwise the full app, training through ``launcher``. ``workspace``: where data
+    files may be read (default the launcher's; a read-only app without one shows no data rows)."""
     gr = gradio()
     read_only = run_dir is not None
     if not read_only and launcher is None:
         launcher = Launcher()
+    if workspace is None and launcher is not None:
+        workspace = launcher.workspace
     hardware = hardware_line()
     options = form_options()
     cfg_specs = config_fields()
@@ -266,6 +273,14 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
                     sql_note = gr.Markdown("", elem_id="geko-sql-note")
                     sql_result = gr.Dataframe(None, elem_id="geko-sql-result", interactive=False, max_height=300,
                                               visible=False)
+                with gr.Accordion("Suspects: samples whose label is probably wrong (docs/noise.md)", open=False):
+                    with gr.Row(equal_height=True):
+                        suspects_score = gr.Dropdown(sorted(NOISE_SCORES), value=DEFAULT_NOISE_SCORE,
+                                                     label="Noise score", elem_id="geko-suspects-score", scale=2)
+                        suspects_btn = gr.Button("Find suspects", elem_id="geko-suspects-run", scale=1)
+                    suspects_note = gr.Markdown("", elem_id="geko-suspects-note")
+                    suspects_result = gr.Dataframe(None, elem_id="geko-suspects-result", interactive=False,
+                                                   max_height=300, visible=False)
                 with gr.Accordion("Training log", open=False):
                     log_box = gr.Textbox("", lines=14, max_lines=14, label=None, show_label=False,
                                          elem_id="geko-log", interactive=False, autoscroll=True)
@@ -285,6 +300,12 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
 
         sql_btn.click(run_sql, inputs=[watch, sql_box], outputs=[sql_result, sql_note])
         sql_box.submit(run_sql, inputs=[watch, sql_box], outputs=[sql_result, sql_note])
+
+        @_no_exit
+        def show_suspects(watched: str | None, score: str) -> tuple[Any, str]:
+            return _show_suspects(watched, score, workspace)
+
+        suspects_btn.click(show_suspects, inputs=[watch, suspects_score], outputs=[suspects_result, suspects_note])
 
         if read_only:
             demo.load(refresh, inputs=[watch, last_sig], outputs=dash_outputs, show_progress="hidden")
@@ -341,9 +362,10 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
         @_no_exit
         def on_clear() -> list[Any]:
             if launcher.busy:  # type: ignore[union-attr]
-                return ["Training is running: stop it before clearing.", *[gr.skip()] * 11]
+                return ["Training is running: stop it before clearing.", *[gr.skip()] * 13]
             return ["Cleared the dashboard (the run directory's files are kept).", None, None,
-                    *_blank_dashboard(gr), gr.update(value=None, visible=False), ""]
+                    *_blank_dashboard(gr), gr.update(value=None, visible=False), "",
+                    gr.update(value=None, visible=False), ""]
 
         @_no_exit
         def on_data_file(path: str) -> list[Any]:
@@ -392,7 +414,8 @@ def build_app(*, run_dir: str | os.PathLike | None = None, launcher: Launcher | 
         resume_btn.click(on_resume, inputs=form_inputs, outputs=[message, watch, last_sig])
         stop_btn.click(on_stop, outputs=[message])
         clear_btn.click(on_clear, outputs=[message, watch, last_sig, stats, loss_plot, bucket_plot, caption,
-                                           transitions, card, log_box, sql_result, sql_note])
+                                           transitions, card, log_box, sql_result, sql_note, suspects_result,
+                                           suspects_note])
         for event in (data_file.submit, data_file.blur):
             event(on_data_file, inputs=[data_file], outputs=[data_note, *column_controls.values()])
         if preset_ctl is not None:
@@ -529,6 +552,15 @@ def _run_sql(watched: str | None, sql: str) -> tuple[Any, str]:
     else:
         note = f"{df.height:,} row{'s' if df.height != 1 else ''}"
     return gr.update(value=df.head(_SQL_ROWS).to_pandas(), visible=True), note
+
+
+def _show_suspects(watched: str | None, score: str, workspace: Workspace | None) -> tuple[Any, str]:
+    import gradio as gr
+
+    frame, note = suspects_panel(watched, score, workspace)
+    if frame is None:
+        return gr.update(value=None, visible=False), note
+    return gr.update(value=frame.to_pandas(), visible=True), note
 
 
 def launch_app(demo: Any, policy: AccessPolicy, *, quiet: bool = False, block: bool = True) -> Any:

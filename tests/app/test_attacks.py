@@ -207,6 +207,16 @@ def test_f1_the_views_still_answer(app, ro_app):
         assert status == 200 and "row" in note and "error" not in note.lower(), note
 
 
+def test_f1_the_suspects_panel_takes_no_path_from_a_request(app, ro_app):
+    for a in (app, ro_app):
+        status, out = a.call("show_suspects", ["/etc/passwd"])
+        # gradio may refuse a value that is not a choice; if it passes, the score registry refuses it
+        assert status != 200 or "noise score must be one of" in out[1], out
+        assert "root:" not in json.dumps(out)
+        status, (table, note) = a.call("show_suspects", ["geko"])
+        assert status == 200 and "ranked of 48 samples" in note, note
+
+
 # ---------------------------------------------------------------------- F3: deleting and creating directories
 def test_f3_replace_outside_the_workspace_deletes_nothing(app, world):
     victim = world["victim"]

@@ -459,11 +459,23 @@ def test_start_watch_stop_resume_sql_in_a_browser(apps, files, page, workdir):
     assert "nope" in p.text("#geko-sql-note")
     p.shot("07_sql_error")
 
+    # --- Suspects: the run's most suspicious samples, each beside its data row (the form's fields)
+    p.open_accordion("Suspects: samples whose label is probably wrong (docs/noise.md)")
+    p.choose("geko-suspects-score", "loss")
+    p.click("geko-suspects-run")
+    wait_for(lambda: "top 50 by loss score" in p.text("#geko-suspects-note"), "the suspects note")
+    assert f"of {N_SAMPLES} samples" in p.text("#geko-suspects-note")
+    headers = p.text("#geko-suspects-result thead")
+    assert "sample_id" in headers and "text" in headers, headers
+    wait_for(lambda: "prompt: question : add" in p.text("#geko-suspects-result"), "the data rows beside the suspects")
+    p.shot("07b_suspects")
+
     # --- Clear: the dashboard empties, the run directory stays
     p.click("geko-clear")
     wait_for(lambda: p.status()[0] == "empty", "the cleared dashboard")
     assert "Cleared" in p.text("#geko-message") and (run_dir / "epochs.parquet").is_file()
     assert not p.text("#geko-summary") and not p.all_css("#geko-sql-result .body-cell")
+    assert not p.all_css("#geko-suspects-result .body-cell")
 
     # --- the same run in the read-only app started beside it: dashboard only
     p.d.get(view.url)

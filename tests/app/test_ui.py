@@ -93,3 +93,17 @@ def test_geko_app_command(capsys, tmp_path):
     with pytest.raises(SystemExit):
         app_cli.main(["--help"])
     assert "127.0.0.1" in capsys.readouterr().out
+
+
+def test_the_suspects_panel_of_a_trained_run(finished_run):
+    assert {"geko-suspects-score", "geko-suspects-run", "geko-suspects-note", "geko-suspects-result"} <= \
+        _elem_ids(ui.build_app(run_dir=finished_run))
+    update, note = ui._show_suspects(str(finished_run), "loss", None)
+    assert update["visible"] and len(update["value"]) == 48 and "among 48 ranked of 48 samples" in note
+    assert list(update["value"].columns) == ["rank", "sample_id", "score", "aum", "wrong_streak", "times_seen",
+                                             "bucket"]
+    update, note = ui._show_suspects(str(finished_run), "geko", None)  # the trainer recorded margins
+    assert update["visible"] and note.startswith(f"{len(update['value'])} suspects (geko score above 0.5)")
+    assert "No data rows: no workspace" in note
+    update, note = ui._show_suspects(str(finished_run), "nope", None)
+    assert not update["visible"] and "noise score must be one of" in note

@@ -1,4 +1,4 @@
-"""A real run for the history / SQL / export / report tests: simulate() + HistoryWriter.record()."""
+"""Real runs for the history / SQL / export / report / noise tests: simulate() or observe() + HistoryWriter.record()."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geko_state import GEKO_BALANCED, HistoryConfig, HistoryWriter, PartitionStats, StateStore
+from geko_state import GEKO_BALANCED, GEKOConfig, HistoryConfig, HistoryWriter, PartitionStats, StateStore
 from geko_state.simulate import SyntheticTask, simulate
 
 
@@ -41,3 +41,25 @@ def make_run(
         run.snapshots.append({c: np.array(store.column(c)) for c in ("bucket", "q_value", "last_loss", "pruned")})
     store.flush()
     return run
+
+
+NOISY = 4  # make_noisy_run's mislabeled samples: ids 0..NOISY-1
+
+
+def make_noisy_run(root: Path, n: int = 20, epochs: int = 3, seed: int = 0) -> StateStore:
+    """A run of ``n`` samples whose samples ``0..NOISY-1`` are wrong at every observation with a
+    margin below -3 (a flipped label), the others learned from the second epoch on; the history
+    recorded every epoch. No model: the observations are written directly."""
+    rng = np.random.default_rng(seed)
+    store = StateStore.create(n, root / "state.arrow", GEKOConfig())
+    writer = HistoryWriter(root)
+    ids = np.arange(n)
+    for epoch in range(epochs):
+        noisy = ids < NOISY
+        correct = ~noisy & (epoch > 0)
+        margins = np.where(noisy, -3 - rng.random(n), np.where(correct, 2.0, -0.5)).astype(np.float32)
+        store.observe(ids, np.where(noisy, 3.0, 0.3), np.full(n, 0.6), correct, margins)
+        stats = store.repartition()
+        writer.record(store, stats, samples_trained=n)
+    store.flush()
+    return store

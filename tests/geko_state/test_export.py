@@ -3,10 +3,20 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from geko_state import Bucket, InputError, export_rows, kept_ids, parse_buckets, write_ids
+from geko_state import (
+    Bucket,
+    InputError,
+    SuspectsConfig,
+    drop_ids,
+    export_rows,
+    kept_ids,
+    parse_buckets,
+    store_suspects,
+    write_ids,
+)
 from geko_state.cli import main
 from geko_state.export import DATASET_FORMATS
-from tests.geko_state.runs import make_run
+from tests.geko_state.runs import NOISY, make_noisy_run, make_run
 
 N = 2000
 
@@ -120,3 +130,52 @@ def test_cli_export(run, dataset, tmp_path, capsys):
     assert "has 10 rows but the state has 2000 samples" in cap.err and cap.out == ""
     assert main(["export", str(run.root)]) == 2
     assert "nothing to export" in capsys.readouterr().err
+
+
+def test_drop_ids_clears_the_ids_in_a_copy():
+    mask = np.array([True, True, False, True])
+    out = drop_ids(mask, np.array([1, 2]))
+    assert out.tolist() == [True, False, False, True] and mask.tolist() == [True, True, False, True]
+    assert drop_ids(mask, np.array([], np.int64)).tolist() == mask.tolist()
+    with pytest.raises(InputError, match=r"ids must be in \[0, 4\)"):
+        drop_ids(mask, [4])
+
+
+def test_dropping_suspects_composes_with_the_buckets_and_pruning(run):
+    drop = SuspectsConfig(score="loss", top=100)
+    suspects = store_suspects(run.store, drop)["sample_id"].to_numpy()
+    assert suspects.size == 100
+    for keep in ("HARD,FOCUS,LIGHT", "FREEZE"):
+        want = np.setdiff1d(kept_ids(run.store, keep), suspects)
+        got = kept_ids(run.store, keep, drop_suspects=drop)
+        np.testing.assert_array_equal(got, want)
+    assert np.isin(suspects, kept_ids(run.store, "HARD,FOCUS,LIGHT")).any()  # the drop removed some
+
+
+def test_cli_export_drop_suspects_writes_the_cleaned_dataset(tmp_path, capsys):
+    store = make_noisy_run(tmp_path / "noisy")
+    data = pl.DataFrame({"text": [f"row {i}" for i in range(20)], "label": [i % 3 for i in range(20)]})
+    data.write_parquet(tmp_path / "data.parquet")
+    out = tmp_path / "clean.jsonl"
+    args = ["export", str(tmp_path / "noisy"), "--keep", "LIGHT,FOCUS", "--drop-suspects",
+            "--dataset", str(tmp_path / "data.parquet"), "--output", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "kept 16 of 20 samples (LIGHT,FOCUS; pruned excluded; dropped 4 of 4 suspects: geko score above 0.5)" in text
+    assert pl.read_ndjson(out).equals(data[NOISY:])  # the flipped labels 0..NOISY-1 are gone
+    assert main([*args, "--top", "2", "--ids-out", str(tmp_path / "ids.txt")]) == 0
+    top2 = store_suspects(store, SuspectsConfig(top=2))["sample_id"].to_pylist()
+    want = [i for i in range(20) if i not in top2]
+    assert pl.read_ndjson(out)["text"].to_list() == [f"row {i}" for i in want]
+    np.testing.assert_array_equal(np.loadtxt(tmp_path / "ids.txt", dtype=np.int64), want)
+    capsys.readouterr()
+    # FOCUS alone holds only the suspects: nothing is left, and the count says so
+    assert main(["export", str(tmp_path / "noisy"), "--keep", "FOCUS", "--drop-suspects", "--ids-out",
+                 str(tmp_path / "none.txt")]) == 0
+    assert "kept 0 of 20 samples" in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "noisy"), "--top", "2", "--ids-out", str(tmp_path / "x.txt")]) == 2
+    assert "--top: choose suspects to drop; add --drop-suspects" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "noisy"), "--drop-suspects", "--score", "loss",
+                 "--ids-out", str(tmp_path / "x.txt")]) == 2
+    assert "no natural threshold" in capsys.readouterr().err
+    assert not (tmp_path / "x.txt").exists()

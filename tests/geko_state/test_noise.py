@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 from geko_state import (
-    NOISE_SCORES, ConfigError, GEKOConfig, HistoryWriter, InputError, StateStore, SuspectsConfig, noise_scores,
+    NOISE_SCORES, ConfigError, GEKOConfig, InputError, StateStore, SuspectsConfig, noise_scores,
     query, store_suspects,
 )
 from geko_state.noise import rank_suspects
+from tests.geko_state.runs import make_noisy_run
 
 
 def test_aum_is_the_mean_margin_and_an_unknown_margin_changes_nothing(kernels):
@@ -76,25 +77,8 @@ def test_scores_are_a_registry_and_configs_are_validated():
     assert SuspectsConfig().effective_threshold == 0.5
 
 
-def _noisy_run(tmp_path):
-    """A run whose samples 0..3 are always wrong with a negative margin, 4..19 learned."""
-    rng = np.random.default_rng(0)
-    store = StateStore.create(20, tmp_path / "state.arrow", GEKOConfig())
-    writer = HistoryWriter(tmp_path)
-    ids = np.arange(20)
-    for epoch in range(3):
-        noisy = ids < 4
-        correct = ~noisy & (epoch > 0)
-        margins = np.where(noisy, -3 - rng.random(20), np.where(correct, 2.0, -0.5)).astype(np.float32)
-        store.observe(ids, np.where(noisy, 3.0, 0.3), np.full(20, 0.6), correct, margins)
-        stats = store.repartition()
-        writer.record(store, stats, samples_trained=20)
-    store.flush()
-    return store
-
-
 def test_suspects_from_a_store_and_the_sql_view_agree(tmp_path):
-    store = _noisy_run(tmp_path)
+    store = make_noisy_run(tmp_path)
     table = store_suspects(store)
     assert table.column_names == ["sample_id", "score", "rank", "aum", "wrong_streak", "times_seen", "bucket"]
     assert sorted(table["sample_id"].to_pylist()) == [0, 1, 2, 3]
