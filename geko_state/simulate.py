@@ -46,14 +46,18 @@ class SyntheticTask:
         return rate
 
     def signals(self, rates: np.ndarray, times_seen: np.ndarray, rng: np.random.Generator):
-        """(losses, confidences, correct) for one training pass over samples with these rates."""
+        """(losses, confidences, correct, margins) for one training pass over samples with these rates.
+
+        The margin treats the rest of the probability mass as one competing class:
+        ``log(p) - log(1 - p)`` for label probability ``p`` (a mislabeled sample: about -2.9)."""
         p = 1.0 - 0.8 * np.exp(-rates * (times_seen + 1.0))
         p = np.clip(p * np.exp(rng.normal(0.0, 0.03, p.shape)), 1e-4, 0.999)
         mis = rates < 0
         p[mis] = 0.05  # the label is wrong; the model is confident in the other class
         loss = (-np.log(p)).astype(np.float32)
         conf = np.where(mis, 0.9, p).astype(np.float32)
-        return loss, conf, loss < 0.5
+        margin = (np.log(p) - np.log1p(-p)).astype(np.float32)
+        return loss, conf, loss < 0.5, margin
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ def simulate(
         plan = store.plan_epoch(seed=seed, budget=budget, total_epochs=total)
         for lo in range(0, plan.shape[0], batch_size):
             ids = plan[lo: lo + batch_size]
-            loss, conf, ok = task.signals(rates[ids], store.column("times_seen")[ids], rng)
-            store.observe(ids, loss, conf, ok)
+            loss, conf, ok, margin = task.signals(rates[ids], store.column("times_seen")[ids], rng)
+            store.observe(ids, loss, conf, ok, margin)
         stats = store.repartition()
         yield EpochResult(stats.epoch, int(plan.shape[0]), stats)

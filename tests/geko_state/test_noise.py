@@ -92,3 +92,16 @@ def test_suspects_from_a_store_and_the_sql_view_agree(tmp_path):
     assert query(tmp_path, "SELECT count(*) AS n FROM suspects WHERE score > 0.5")["n"][0] == 4
     hist = query(tmp_path, "SELECT epoch, aum, wrong_streak FROM history WHERE sample_id = 0 ORDER BY epoch")
     assert hist["wrong_streak"].to_list() == [1, 2, 3] and (hist["aum"] < -3).all()
+
+
+def test_the_simulated_learners_mislabeled_samples_rank_first():
+    from geko_state.simulate import SyntheticTask, simulate
+
+    task = SyntheticTask(mislabeled=0.05, seed=3)
+    store = StateStore.create(4000, config=GEKOConfig())
+    for _ in simulate(store, 4, task, budget="full"):
+        pass
+    mislabeled = task.rates(4000) < 0
+    k = int(mislabeled.sum())
+    top = store_suspects(store, SuspectsConfig(top=k))["sample_id"].to_numpy()
+    assert mislabeled[top].mean() > 0.9
