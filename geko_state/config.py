@@ -70,6 +70,10 @@ class GEKOConfig:
     # as "mastered" (a trainer stops early there).
     nan_policy: NanPolicy = NanPolicy.RAISE
     mastered_fraction: float = 0.95
+    # Not in the seeds: None keeps DESIGN's freeze rule (confidence, loss-window quality, Q). A
+    # number m freezes a correct sample once its mean logit margin (the aum column) is above m, so
+    # mastery needs one observation instead of the ~3 that Q and the loss window take.
+    freeze_margin: float | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)
@@ -100,6 +104,9 @@ class GEKOConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"GEKOConfig.{name} must be True or False, got {getattr(self, name)!r}")
 
+        if self.freeze_margin is not None:
+            set_("freeze_margin", check_number(self.freeze_margin, "GEKOConfig.freeze_margin", error=ConfigError,
+                                               what="None or a finite number"))
         set_("repartition_every", check_int(self.repartition_every, "GEKOConfig.repartition_every", 1, error=ConfigError))
         set_("max_times_seen", check_int(self.max_times_seen, "GEKOConfig.max_times_seen", 1, error=ConfigError))
         set_("prune_frozen_after", check_int(self.prune_frozen_after, "GEKOConfig.prune_frozen_after", 0, error=ConfigError))

@@ -354,10 +354,11 @@ class StateStore:
         due = epoch % cfg.repartition_every == 0
         if due:
             counts = self._kernels.repartition(
-                cols["correct"], cols["confidence"], cols["quality"], cols["q_value"], cols["pruned"],
+                cols["correct"], cols["confidence"], cols["quality"], cols["q_value"], cols["aum"], cols["pruned"],
                 cols["bucket"], cols["consecutive_frozen"], cols["frozen_at_epoch"],
                 np.float32(cfg.freeze_confidence), np.float32(cfg.freeze_quality),
                 np.float32(cfg.focus_confidence), np.float32(cfg.min_q_for_freeze),
+                np.float32(np.nan if cfg.freeze_margin is None else cfg.freeze_margin),
                 np.int32(epoch), np.int32(cfg.prune_frozen_after),
             )
         else:

@@ -1,5 +1,8 @@
 """Repartition: assign every unpruned sample to a bucket and advance freeze streaks / pruning.
 
+The freeze rule is DESIGN's (correct, confidence, quality and Q above their thresholds) when
+``freeze_margin`` is NaN, else margin-based: correct with ``aum > freeze_margin``.
+
 Inputs are state columns of shape ``[N]``; ``bucket``, ``consecutive_frozen``,
 ``frozen_at_epoch`` and ``pruned`` are updated in place. Thresholds are float32 so numba and numpy
 compare at exactly the same boundary. Returns int64 counts of shape ``[N_COUNTS]``, indexed by
@@ -35,15 +38,18 @@ _CHUNKS = 256
 
 
 def repartition_numpy(
-    correct, confidence, quality, q_value, pruned,
+    correct, confidence, quality, q_value, aum, pruned,
     bucket, consecutive_frozen, frozen_at_epoch,
-    freeze_conf, freeze_quality, focus_conf, min_q, epoch, prune_after,
+    freeze_conf, freeze_quality, focus_conf, min_q, freeze_margin, epoch, prune_after,
 ):
     """Readable vectorised reference."""
     counts = np.zeros(N_COUNTS, dtype=np.int64)
     live = pruned == 0
     ok = correct != 0
-    freeze = ok & (confidence > freeze_conf) & (quality > freeze_quality) & (q_value >= min_q)
+    if np.isnan(freeze_margin):
+        freeze = ok & (confidence > freeze_conf) & (quality > freeze_quality) & (q_value >= min_q)
+    else:
+        freeze = ok & (aum > freeze_margin)
     new = np.where(
         freeze, _FREEZE, np.where(ok, _LIGHT, np.where(confidence <= focus_conf, _FOCUS, _HARD))
     ).astype(np.int8)
@@ -70,11 +76,12 @@ def repartition_numpy(
 
 @numba.njit(cache=True, parallel=True, nogil=True)
 def repartition_numba(
-    correct, confidence, quality, q_value, pruned,
+    correct, confidence, quality, q_value, aum, pruned,
     bucket, consecutive_frozen, frozen_at_epoch,
-    freeze_conf, freeze_quality, focus_conf, min_q, epoch, prune_after,
+    freeze_conf, freeze_quality, focus_conf, min_q, freeze_margin, epoch, prune_after,
 ):
     n = correct.shape[0]
+    use_margin = not np.isnan(freeze_margin)
     partial = np.zeros((_CHUNKS, N_COUNTS), dtype=np.int64)
     step = (n + _CHUNKS - 1) // _CHUNKS
     for c in numba.prange(_CHUNKS):
@@ -90,7 +97,10 @@ def repartition_numba(
                 continue
             ok = correct[i] != 0
             conf = confidence[i]
-            fr = ok & (conf > freeze_conf) & (quality[i] > freeze_quality) & (q_value[i] >= min_q)
+            if use_margin:  # loop-invariant: the other rule's columns are never read
+                fr = ok & (aum[i] > freeze_margin)
+            else:
+                fr = ok & (conf > freeze_conf) & (quality[i] > freeze_quality) & (q_value[i] >= min_q)
             new = np.int8(0 if fr else (1 if ok else 2 + np.int8(conf > focus_conf)))
             old = bucket[i]
             if new != old:

@@ -78,14 +78,15 @@ def test_observe_numba_equals_numpy(seed, n, b, skip, lr, scale):
 
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 3000), prune_after=st.integers(0, 3),
-       epoch=st.integers(1, 9))
-def test_repartition_numba_equals_numpy(seed, n, prune_after, epoch):
+       epoch=st.integers(1, 9), margin=st.sampled_from([np.float32(np.nan), np.float32(0.0), np.float32(2.5)]))
+def test_repartition_numba_equals_numpy(seed, n, prune_after, epoch, margin):
     cols = _random_state(np.random.default_rng(seed), n)
     outs = []
     for k in (NB, NP):
         c = _copy(cols)
-        counts = k.repartition(c["correct"], c["confidence"], c["quality"], c["q_value"], c["pruned"], c["bucket"], c["consecutive_frozen"], c["frozen_at_epoch"],
-                               *THRESH, np.int32(epoch), np.int32(prune_after))
+        counts = k.repartition(c["correct"], c["confidence"], c["quality"], c["q_value"], c["aum"], c["pruned"],
+                               c["bucket"], c["consecutive_frozen"], c["frozen_at_epoch"],
+                               *THRESH, margin, np.int32(epoch), np.int32(prune_after))
         outs.append((counts, c))
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
     for k in cols:

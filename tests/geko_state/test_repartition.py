@@ -100,3 +100,21 @@ def test_learning_path_reaches_freeze_after_enough_observations(kernels):
         s.observe([0], [0.01], [0.95], [True])
         st = s.repartition()
         assert (st.freeze == 1) == (k >= 9), k
+
+
+def test_freeze_margin_freezes_correct_samples_on_their_mean_margin_after_one_observation(kernels):
+    from geko_state import Bucket, ConfigError
+
+    cfg = GEKOConfig(use_curriculum=False, freeze_margin=2.0)
+    s = StateStore.create(4, config=cfg, kernels=kernels)
+    # confidence 0.5 and one observation: DESIGN's rule could not freeze any of them
+    s.observe([0, 1, 2, 3], [0.1, 0.1, 0.1, 2.0], [0.5] * 4, [True, True, True, False], [3.0, 1.0, float("nan"), 5.0])
+    s.repartition()
+    assert [Bucket(b) for b in s.column("bucket")] == [Bucket.FREEZE, Bucket.LIGHT, Bucket.LIGHT, Bucket.FOCUS]
+    default = StateStore.create(4, config=GEKOConfig(use_curriculum=False), kernels=kernels)
+    default.observe([0], [0.1], [0.5], [True], [3.0])
+    default.repartition()
+    assert default.column("bucket")[0] == Bucket.LIGHT
+    with pytest.raises(ConfigError, match="freeze_margin"):
+        GEKOConfig(freeze_margin=float("inf"))
+    assert GEKOConfig.from_dict(cfg.to_dict()) == cfg
