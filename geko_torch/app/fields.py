@@ -62,6 +62,8 @@ _HELP: dict[str, str] = {
     "prune_frozen_after": "prune samples frozen N epochs in a row (0: never)",
     "nan_policy": "non-finite loss: refuse the batch (raise) or skip those results",
     "mastered_fraction": "FREEZE share at which the run counts as mastered and stops early",
+    "freeze_margin": "freeze a correct sample once its mean logit margin is above this (empty: confidence, "
+                     "quality and Q decide)",
     # GEKOTrainingArgs
     "logging_steps": "write a loss line to trainer_log.jsonl every N optimizer steps (the live loss curve)",
     "eval_steps": "evaluate every N optimizer steps (and after every epoch) when an eval file is given",
