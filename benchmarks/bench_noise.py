@@ -92,14 +92,13 @@ from bench_frontier import (
     task_size,
 )
 
-from geko_state.noise import NOISE_SCORES, noise_scores, rank_suspects
+from geko_state.noise import NOISE_SCORES, STATE_COLUMNS, SuspectsConfig, noise_scores, rank_suspects
 
 CV_FOLDS = 5
 MISLABELED = 2  # geko_torch.tasks.SampleKind.MISLABELED, the corrupted samples' kind (that module imports torch)
 FORWARD_COST = 1 / 3  # a forward-only sample pass, in training passes (as bench_frontier counts)
 SCHEDULER = "linear"  # bench_frontier's default
-STATE_DETECTORS = ("geko", "aum", "loss")
-STATE_COLUMNS = ("sample_id", "aum", "wrong_streak", "times_seen", "last_loss")
+STATE_DETECTORS = ("geko", "streak_aum", "aum", "loss")
 GEKO_RUN = RunSpec("geko", "geko", args={"selection": "geko"})
 UNIFORM_RUN = RunSpec("uniform", "uniform", args={"selection": "uniform"})  # Emax epochs
 INSTALL = 'pip install -c constraints.txt -e ".[bench]"'
@@ -161,18 +160,25 @@ def detector_record(scores: np.ndarray, corrupted: np.ndarray, cut: dict[str, An
 
 
 # ---------------------------------------------------------------------- detectors
+def by_sample_id(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """State columns reordered so that row i is sample i."""
+    order = np.argsort(columns["sample_id"], kind="stable")
+    return {c: np.asarray(v)[order] for c, v in columns.items()}
+
+
 def state_scores(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Each state detector's score, indexed by sample id."""
-    order = np.argsort(columns["sample_id"], kind="stable")
-    by_id = {c: np.asarray(v)[order] for c, v in columns.items()}
+    by_id = by_sample_id(columns)
     return {name: noise_scores(by_id, name) for name in STATE_DETECTORS}
 
 
-def state_cut(name: str, scores: np.ndarray, corrupted: np.ndarray) -> dict[str, Any] | None:
-    threshold = NOISE_SCORES[name].default_threshold
-    if threshold is None:  # the loss has no natural cut
+def state_cut(name: str, columns: dict[str, np.ndarray], scores: np.ndarray, corrupted: np.ndarray
+              ) -> dict[str, Any] | None:
+    """The score's own cut (what ``store_suspects`` returns by default); None without one."""
+    score = NOISE_SCORES[name]
+    if score.default_cut is None:  # the loss has no natural cut
         return None
-    return at_cut(rank_suspects(scores, threshold=threshold), corrupted, f"score > {threshold:g}")
+    return at_cut(SuspectsConfig(score=name).select(columns, scores), corrupted, score.cut_text)
 
 
 def cleanlab_detect(labels: np.ndarray, pred_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -264,8 +270,9 @@ def run_group(task: str, noise: float, seed: int, size: Any, threads: int, devic
     with tempfile.TemporaryDirectory() as tmp:
         r = run_one(data, GEKO_RUN, seed, Path(tmp) / "geko", SCHEDULER, None, device,
                     inspect=lambda t: {"columns": {c: np.array(t.store.column(c)) for c in STATE_COLUMNS}})
-        scores = state_scores(r.pop("columns"))
-        detectors = {name: detector_record(s, corrupted, state_cut(name, s, corrupted), none)
+        columns = by_sample_id(r.pop("columns"))
+        scores = state_scores(columns)
+        detectors = {name: detector_record(s, corrupted, state_cut(name, columns, s, corrupted), none)
                      for name, s in scores.items()}
         geko_run = {k: r[k] for k in ("compute_share", "final", "train_wall_s")}
         print(f"{tag} geko run: final {r['final']:.4f}, train wall {r['train_wall_s']:.0f} s", flush=True)

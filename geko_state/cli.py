@@ -283,7 +283,7 @@ def _suspect_options(p: argparse.ArgumentParser, score_help: str) -> None:
     from .noise import DEFAULT_NOISE_SCORE, NOISE_SCORES
 
     scores = "; ".join(f"{s.name}: {s.description}"
-                       + (f" (cut {s.default_threshold:g})" if s.default_threshold is not None else " (no cut)")
+                       + (f" (cut: {s.cut_text})" if s.cut_text is not None else " (no cut)")
                        for s in NOISE_SCORES.values())
     p.add_argument("--top", type=int_at_least(1), default=None, metavar="K",
                    help="the K most suspicious samples (with --threshold: of those above it)")

@@ -56,7 +56,7 @@ from .errors import InputError, QueryError
 from .history import HISTORY_SCHEMA, TRANSITION_COLUMNS, verified_history
 from .noise import store_suspects, suspects_table
 from .run import Run, open_run
-from .schema import Bucket
+from .schema import LOSS_WINDOW, Bucket
 from .validate import check_int
 
 __all__ = ["QueryError", "READ_ONLY_STATEMENTS", "VIEWS", "check_read_only", "connect", "lock", "query"]
@@ -74,7 +74,7 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NO_SUSPECTS = suspects_table({
     "sample_id": np.empty(0, np.int64), "bucket": np.empty(0, np.int8), "aum": np.empty(0, np.float32),
     "wrong_streak": np.empty(0, np.uint8), "times_seen": np.empty(0, np.int32),
-    "last_loss": np.empty(0, np.float32),
+    "last_loss": np.empty(0, np.float32), "loss_window": np.empty((0, LOSS_WINDOW), np.float32),
 })
 
 # Settings of a locked connection, applied in this order; the last one freezes them all.

@@ -91,8 +91,8 @@ class Suspects:
         line = (f"{k:,} suspect{'' if k == 1 else 's'} ({self.config.describe()}) among {self.ranked:,} "
                 f"ranked of {self.n_samples:,} samples")
         if self.ranked == 0:
-            line += ("; none can be ranked yet: a sample is ranked once observed, and by the geko and aum "
-                     "scores once it has a logit margin (aum)")
+            line += ("; none can be ranked yet: a sample is ranked once observed, and by the aum and "
+                     "streak_aum scores once it has a logit margin (aum)")
         return line
 
     def display(self, rows: int | None = None, *, dataset: str | os.PathLike | None = None,

@@ -168,9 +168,12 @@ def test_cross_validation_costs_k_runs_on_four_fifths_plus_forward_passes_at_a_t
 def test_state_scores_are_indexed_by_sample_id():
     cols = {"sample_id": np.array([2, 0, 1]), "aum": np.array([-3.0, 2.0, 0.0], dtype=np.float32),
             "wrong_streak": np.array([3, 0, 1], dtype=np.uint8), "times_seen": np.array([3, 3, 3], dtype=np.int32),
-            "last_loss": np.array([4.0, 0.1, 1.0], dtype=np.float32)}
+            "last_loss": np.array([4.0, 0.1, 1.0], dtype=np.float32),
+            # ring heads at 3 % 5: the previous loss sits at index 1
+            "loss_window": np.array([[0, 3.0, 4.0, 0, 0], [0, 0.5, 0.1, 0, 0], [0, 2.0, 1.0, 0, 0]], dtype=np.float32)}
     scores = noise.state_scores(cols)
     assert list(np.argsort(-scores["geko"])) == [2, 1, 0] and list(scores["aum"]) == [-2.0, -0.0, 3.0]
+    assert scores["geko"][0] == pytest.approx(0.1 + 0.5 * (0.1 - 0.5))  # sample 0 is the row with id 0
     assert list(scores["loss"]) == pytest.approx([0.1, 1.0, 4.0])
 
 

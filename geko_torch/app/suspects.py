@@ -29,7 +29,7 @@ def panel_config(score: str, rows: int = PANEL_ROWS) -> SuspectsConfig:
     """The suspects above the score's own cut; for a score without one (loss), the ``rows`` highest.
     ConfigError for a name that is not a registered score."""
     known = NOISE_SCORES.get(score)
-    return SuspectsConfig(score=score, top=rows if known is not None and known.default_threshold is None else None)
+    return SuspectsConfig(score=score, top=rows if known is not None and known.default_cut is None else None)
 
 
 def run_data_file(run_dir: str | os.PathLike, workspace: Workspace | None) -> tuple[Path | None, list[str], str]:

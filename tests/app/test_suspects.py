@@ -41,7 +41,7 @@ def test_the_panel_shows_the_suspects_with_the_training_columns_of_their_rows(wo
     _launch(run, _data(ws / "data.jsonl"))
     frame, note = suspects_panel(str(run), "geko", Workspace(ws))
     want = store_suspects(store)
-    assert note == "4 suspects (geko score above 0.5) among 20 ranked of 20 samples"
+    assert note == "4 suspects (geko: wrong at the last observation, loss not going down) among 20 ranked of 20 samples"
     assert frame["sample_id"].to_list() == [str(i) for i in want["sample_id"].to_pylist()]
     assert sorted(int(i) for i in frame["sample_id"]) == list(range(NOISY))
     # the form's text and label fields, not the file's other column
@@ -49,7 +49,7 @@ def test_the_panel_shows_the_suspects_with_the_training_columns_of_their_rows(wo
     frame, note = suspects_panel(str(run), "loss", Workspace(ws), rows=2)
     assert frame.height == 2 and note.startswith("2 suspects (top 2 by loss score)")
     frame, note = suspects_panel(str(run), "aum", Workspace(ws), rows=2)
-    assert frame.height == 2 and "4 suspects (aum score above 0)" in note and "(first 2 shown)" in note
+    assert frame.height == 2 and "4 suspects (aum: score above 0 (the label lost on average))" in note and "(first 2 shown)" in note
 
 
 def test_a_data_file_outside_the_workspace_is_never_read(world, tmp_path):

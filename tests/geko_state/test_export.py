@@ -161,7 +161,7 @@ def test_cli_export_drop_suspects_writes_the_cleaned_dataset(tmp_path, capsys):
             "--dataset", str(tmp_path / "data.parquet"), "--output", str(out)]
     assert main(args) == 0
     text = capsys.readouterr().out
-    assert "kept 16 of 20 samples (LIGHT,FOCUS; pruned excluded; dropped 4 of 4 suspects: geko score above 0.5)" in text
+    assert "kept 16 of 20 samples (LIGHT,FOCUS; pruned excluded; dropped 4 of 4 suspects: geko: wrong at the last observation, loss not going down)" in text
     assert pl.read_ndjson(out).equals(data[NOISY:])  # the flipped labels 0..NOISY-1 are gone
     assert main([*args, "--top", "2", "--ids-out", str(tmp_path / "ids.txt")]) == 0
     top2 = store_suspects(store, SuspectsConfig(top=2))["sample_id"].to_pylist()

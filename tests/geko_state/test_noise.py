@@ -43,38 +43,58 @@ def test_bad_margins_are_refused_whole():
     assert s.column("times_seen").tolist() == [0, 0]
 
 
-def _columns(aum, streak, seen, loss=None):
+def _columns(aum, streak, seen, loss, prev):
+    """State columns of samples with these AUMs, wrong streaks, observation counts, last and
+    previous losses (written into the loss ring where the store would have put them)."""
     n = len(aum)
-    return {"aum": np.float32(aum), "wrong_streak": np.uint8(streak), "times_seen": np.int32(seen),
-            "last_loss": np.float32(loss if loss is not None else np.zeros(n)),
+    seen = np.int32(seen)
+    window = np.zeros((n, 5), np.float32)
+    rows = np.arange(n)
+    window[rows, (seen - 1) % 5] = loss
+    window[rows, (seen - 2) % 5] = prev
+    return {"aum": np.float32(aum), "wrong_streak": np.uint8(streak), "times_seen": seen,
+            "last_loss": np.float32(loss), "loss_window": window,
             "sample_id": np.arange(n, dtype=np.int64), "bucket": np.full(n, 2, np.int8)}
 
 
-def test_geko_score_orders_never_correct_and_negative_margin_first():
-    # 0: wrong at all 3 observations, AUM -4 (a flipped label); 1: hard but learned (correct last);
-    # 2: easy; 3: never observed; 4: wrong at the last 2 of 4, AUM -1
-    cols = _columns([-4, -1, 6, np.nan, -1], [3, 0, 0, 0, 2], [3, 3, 3, 0, 4])
-    g = noise_scores(cols)
+# 0: wrong at all 3 observations, loss stuck at 3 (a flipped label); 1: hard but learning (wrong,
+# loss 3.5 -> 2.5); 2: easy; 3: never observed; 4: wrong at the last 2 of 4, loss 2 -> 2.2
+COLS = _columns([-4, -1, 6, np.nan, -1], [3, 1, 0, 0, 2], [3, 3, 3, 0, 4],
+                [3.0, 2.5, 0.1, 0.0, 2.2], [3.0, 3.5, 0.2, 0.0, 2.0])
+
+
+def test_geko_score_is_the_loss_heading_on_and_its_cut_is_wrong_and_not_improving():
+    g = noise_scores(COLS)
     assert math.isnan(g[3])
-    assert g[0] > g[4] > g[1] > g[2]
-    assert 0 <= np.nanmin(g) and np.nanmax(g) <= 1
-    assert g[0] == pytest.approx((1 + 1 / (1 + math.exp(-4))) / 2)
-    np.testing.assert_array_equal(noise_scores(cols, "aum")[[0, 1, 2, 4]], [4, 1, -6, 1])
+    np.testing.assert_allclose(g[[0, 1, 2, 4]], [3.0, 2.0, 0.05, 2.3])
     assert rank_suspects(g).tolist() == [0, 4, 1, 2]
-    assert rank_suspects(g, threshold=0.5).tolist() == [0, 4]
-    assert rank_suspects(noise_scores(cols, "aum"), top=2).tolist() == [0, 1]  # tie at 1: lower id first
+    # the default cut: wrong at the last observation and the loss did not go down (sample 1 is learning)
+    assert SuspectsConfig().select(COLS, g).tolist() == [0, 4]
+    assert rank_suspects(g, threshold=2.1).tolist() == [0, 4]
+    one = _columns([-1], [1], [1], [5.0], [0.0])  # one observation: ranked by its loss, never cut
+    assert noise_scores(one)[0] == 5.0 and SuspectsConfig().select(one, noise_scores(one)).size == 0
+
+
+def test_the_other_scores():
+    np.testing.assert_array_equal(noise_scores(COLS, "aum")[[0, 1, 2, 4]], [4, 1, -6, 1])
+    assert rank_suspects(noise_scores(COLS, "aum"), top=2).tolist() == [0, 1]  # tie at 1: lower id first
+    s = noise_scores(COLS, "streak_aum")
+    assert s[0] == pytest.approx((1 + 1 / (1 + math.exp(-4))) / 2) and s[0] > s[4] > s[1] > s[2]
+    assert SuspectsConfig(score="streak_aum").select(COLS, s).tolist() == [0, 4, 1]
+    np.testing.assert_array_equal(noise_scores(COLS, "loss")[[0, 1, 2, 4]], np.float32([3.0, 2.5, 0.1, 2.2]))
 
 
 def test_scores_are_a_registry_and_configs_are_validated():
-    assert set(NOISE_SCORES) >= {"geko", "aum", "loss"}
+    assert set(NOISE_SCORES) >= {"geko", "streak_aum", "aum", "loss"}
     with pytest.raises(ConfigError, match="noise score must be one of"):
         SuspectsConfig(score="nope")
     with pytest.raises(ConfigError, match="no natural threshold"):
         SuspectsConfig(score="loss")
     with pytest.raises(ConfigError, match="top"):
         SuspectsConfig(top=-1)
-    assert SuspectsConfig(score="loss", top=3).effective_threshold is None
-    assert SuspectsConfig().effective_threshold == 0.5
+    assert not SuspectsConfig(score="loss", top=3).uses_default_cut and SuspectsConfig().uses_default_cut
+    assert SuspectsConfig().describe() == "geko: wrong at the last observation, loss not going down"
+    assert SuspectsConfig(top=5, threshold=2).describe() == "top 5 by geko score above 2"
 
 
 def test_suspects_from_a_store_and_the_sql_view_agree(tmp_path):

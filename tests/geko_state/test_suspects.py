@@ -32,7 +32,7 @@ def test_geko_suspects_prints_the_table_with_data_rows_and_writes_parquet(noisy,
     run, store, data = noisy
     assert main(["suspects", str(run), "--data", str(data)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("4 suspects (geko score above 0.5) among 20 ranked of 20 samples\n")
+    assert out.startswith("4 suspects (geko: wrong at the last observation, loss not going down) among 20 ranked of 20 samples\n")
     written = pq.read_table(run / "suspects.parquet")
     assert written.column_names == list(SUSPECT_COLUMNS)
     assert written.equals(store_suspects(store))
@@ -63,8 +63,8 @@ def test_top_threshold_and_score_choose_the_same_samples_as_the_engine(noisy, tm
     assert main(["suspects", str(run), "--score", "loss", "--top", "5"]) == 0
     assert pq.read_table(run / "suspects.parquet")["sample_id"].to_pylist()[:NOISY] == list(range(NOISY))
     capsys.readouterr()
-    assert main(["suspects", str(run), "--threshold", "0.999", "--data", str(data)]) == 0
-    assert capsys.readouterr().out == (f"0 suspects (geko score above 0.999) among 20 ranked of 20 samples\n"
+    assert main(["suspects", str(run), "--threshold", "99", "--data", str(data)]) == 0
+    assert capsys.readouterr().out == (f"0 suspects (geko score above 99) among 20 ranked of 20 samples\n"
                                        f"all in {run / 'suspects.parquet'}\n")
     assert pq.read_table(run / "suspects.parquet").num_rows == 0
 
@@ -89,7 +89,7 @@ def test_a_run_without_margins_says_why_nothing_is_ranked(tmp_path, capsys):
     store = StateStore.create(5, tmp_path / "state.arrow", GEKOConfig())
     store.observe([0, 1], [1.0, 2.0], [0.5, 0.5], [False, False])  # no margins given
     store.flush()
-    found = read_suspects(store)
+    found = read_suspects(store, SuspectsConfig(score="aum"))
     assert found.table.num_rows == 0 and found.ranked == 0
     assert "none can be ranked yet" in found.summary()
     assert main(["suspects", str(tmp_path), "--score", "loss", "--top", "3"]) == 0
