@@ -6,8 +6,9 @@ split, ``geko_torch.frontier``) and training seed:
 
 * **State detectors, zero extra training.** One ordinary GEKO run (``selection="geko"``, the shipped
   defaults, Emax epochs: bench_frontier's ``geko`` run); from its final state
-  (``geko_state.noise``): ``geko`` (the default score, cut at 0.5), ``aum`` (-AUM, cut at 0) and
-  ``loss`` (the last training loss, no cut).
+  (``geko_state.noise``): ``geko`` (the default score; cut: wrong at the last observation with
+  the loss not going down), ``streak_aum`` (cut at 0.5), ``aum`` (-AUM, cut at 0) and ``loss``
+  (the last training loss, no cut).
 * **cleanlab** (classification only): Confident Learning (``cleanlab.filter.find_label_issues``, its
   defaults) on K-fold (K = 5, stratified on the given labels) out-of-sample predicted
   probabilities: K runs of the same model and settings on 4/5 of the data with uniform selection
@@ -19,7 +20,7 @@ split, ``geko_torch.frontier``) and training seed:
 Figures per detector: precision, recall and F1 of the top k, k = the true number of corrupted
 samples (every sample ranked: the three are equal; they differ only when fewer than k are ranked),
 AUROC of the score (sklearn, corrupted = positive; a sample the state never ranked counts as least
-suspicious), and precision / recall of the detector's own cut (GEKO: score > 0.5; AUM: -AUM > 0;
+suspicious), and precision / recall of the detector's own cut (GEKO: wrong and loss not going down; streak_aum: score > 0.5; AUM: -AUM > 0;
 cleanlab: its flagged set). Ranking rule everywhere: score descending, ties by lower sample id.
 
 **Downstream** (classification): from the pretrained weights, uniform selection, Emax epochs, the

@@ -1,32 +1,38 @@
 """Label-noise scores from the training state: which samples are probably mislabeled.
 
-Every observation already carries what a noise finder needs: the logit margin of the assigned label
-(its logit minus the largest other logit), and whether the prediction was correct. The state keeps
-their running summary (:mod:`geko_state.schema`): ``aum``, the mean margin over the sample's
-observations (Area Under the Margin, Pleiss et al. 2020), and ``wrong_streak``, how many
-observations in a row ended not correct. A mislabeled sample's assigned label keeps losing to the
-class the model learns from its clean neighbours: its AUM is negative and it is never correct. A
-hard but learnable sample is wrong early, then its margin rises and it turns correct, which resets
-its streak. Nothing here costs a training pass: cleanlab's Confident Learning needs K extra
-cross-validated trainings for out-of-sample probabilities.
+Every observation already carries what a noise finder needs: the sample's loss, whether the
+prediction was correct, and the logit margin of the assigned label (its logit minus the largest
+other logit). The state keeps the last :data:`~geko_state.schema.LOSS_WINDOW` losses, ``aum`` (the
+mean margin over the sample's observations: Area Under the Margin, Pleiss et al. 2020) and
+``wrong_streak`` (observations in a row that ended not correct). A mislabeled sample's assigned
+label keeps losing to the class the model learns from its clean neighbours: it stays wrong and its
+loss does not go down. A hard but learnable sample is wrong too, but its loss is falling. Nothing
+here costs a training pass: cleanlab's Confident Learning needs K extra cross-validated trainings.
 
 Scores are registered by name in :data:`NOISE_SCORES`; each is a pure function of state columns
-(arrays in, float64 ``[N]`` out, higher = more suspicious, NaN for a sample never observed):
+(arrays in, float64 ``[N]`` out, higher = more suspicious, NaN for a sample never observed), with
+the cut that makes a sample a suspect when the caller gives neither ``top`` nor a threshold:
 
 ``geko`` (the default)
-    ``(wrong_share + sigmoid(-aum)) / 2`` in [0, 1], where ``wrong_share = min(wrong_streak,
-    times_seen) / times_seen`` is the share of the sample's observations, counted back from the
-    last, that were all wrong. A sample wrong at every observation with a strongly negative AUM
-    scores near 1; one that ended correct with a positive AUM near 0. Threshold 0.5.
+    ``last + 0.5 (last - previous)``: the last loss extrapolated half an observation ahead (the
+    last loss alone after one observation). Cut: wrong at the last observation and the loss did
+    not go down since the one before (at least 2 observations). Chosen on the frontier's
+    wordnet-supersense task (MiniLM, 20% flipped labels, 3 epochs, training seeds 7 and 8, which
+    the benchmark does not use): AUROC 0.918 and 0.920 against 0.869 and 0.884 for ``streak_aum``
+    and 0.871 and 0.885 for ``aum``; the cut flagged 119 and 153 samples at precision 0.80 and 0.69
+    (20% of the samples were corrupted). In a short run AUM averages over early epochs, when every
+    sample's margin is still negative, which blurs it.
+``streak_aum``
+    ``(wrong_share + sigmoid(-aum)) / 2`` in [0, 1], ``wrong_share = min(wrong_streak,
+    times_seen) / times_seen``; cut 0.5. GEKO's selection (``suspect_threshold``) reads this one.
 ``aum``
-    ``-aum``: AUM alone, as in Pleiss et al. (their threshold-sample calibration is not done; the
-    natural cut is 0: the assigned label lost on average).
+    ``-aum``: AUM alone, as in Pleiss et al. (without their threshold-sample calibration); cut 0.
 ``loss``
-    the last training loss: the baseline every loss-ranking method reduces to.
+    the last training loss: the baseline every loss-ranking method reduces to; no cut.
 
 The ranking rule: score descending, ties by ``sample_id`` ascending; rank 1 is the most suspicious.
-Samples never observed (``times_seen == 0``) or without a margin yet (``aum`` NaN, for scores that
-read it) are not ranked.
+Samples never observed (``times_seen == 0``) or, for scores that read it, without a margin yet
+(``aum`` NaN) are not ranked.
 """
 from __future__ import annotations
 
@@ -65,7 +71,8 @@ MIN_OBSERVATIONS_FOR_SUSPECT = 2
 DEFAULT_NOISE_SCORE = "geko"
 
 # Columns of suspects_table and of the SQL view ``suspects``.
-SUSPECT_COLUMNS: tuple[str, ...] = ("sample_id", "score", "rank", "aum", "wrong_streak", "times_seen", "bucket")
+SUSPECT_COLUMNS: tuple[str, ...] = ("sample_id", "score", "rank", "in_cut", "aum", "wrong_streak", "times_seen",
+                                    "bucket")
 # State columns suspects_table reads.
 STATE_COLUMNS: tuple[str, ...] = ("sample_id", "bucket", "aum", "wrong_streak", "times_seen", "last_loss", "loss_window")
 # geko score: weight of the last step's loss change (measured on wordnet-supersense, training seeds 7
@@ -254,6 +261,7 @@ def suspects_table(columns: Mapping[str, np.ndarray], config: SuspectsConfig | N
     ``columns``: state columns by name (``sample_id``, ``bucket``, ``aum``, ``wrong_streak``,
     ``times_seen``, ``last_loss``, ``loss_window``). With ``ranked_only=False`` every ranked sample is returned
     whatever ``config``'s top / threshold (the SQL view does this: users filter with WHERE).
+    ``in_cut``: the sample is inside the score's default cut (False for a score without one).
     """
     config = config or SuspectsConfig()
     scores = noise_scores(columns, config.score)
@@ -261,11 +269,14 @@ def suspects_table(columns: Mapping[str, np.ndarray], config: SuspectsConfig | N
         rows = config.select(columns, scores)
     else:
         rows = rank_suspects(scores)
+    cut = _get(config.score).default_cut
+    in_cut = np.zeros(rows.shape[0], dtype=bool) if cut is None else cut(columns, scores)[rows]
     bucket_codes = np.asarray(columns["bucket"])[rows].astype(np.int8)
     return pa.table({
         "sample_id": pa.array(np.asarray(columns["sample_id"])[rows], pa.int64()),
         "score": pa.array(scores[rows], pa.float64()),
         "rank": pa.array(np.arange(1, rows.shape[0] + 1, dtype=np.int64)),
+        "in_cut": pa.array(in_cut, pa.bool_()),
         "aum": pa.array(np.asarray(columns["aum"])[rows], pa.float32()),
         "wrong_streak": pa.array(np.asarray(columns["wrong_streak"])[rows], pa.uint8()),
         "times_seen": pa.array(np.asarray(columns["times_seen"])[rows], pa.int32()),

@@ -18,11 +18,12 @@
                     and the view is exact between snapshots.
 ``transition_counts`` ``(epoch, from_bucket, to_bucket, count)``: exact per-epoch counts
                     kept in the summary, whatever the history density (null when unknown).
-``suspects``        probably mislabeled samples: ``(sample_id, score, rank, aum,
+``suspects``        probably mislabeled samples: ``(sample_id, score, rank, in_cut, aum,
                     wrong_streak, times_seen, bucket)``, every observed sample ranked by
                     GEKO's noise score (:mod:`geko_state.noise`), rank 1 the most
-                    suspicious; filter with ``WHERE score > 0.5`` (the default cut) or
-                    ``WHERE rank <= k``. Computed from the state when connecting.
+                    suspicious; ``WHERE in_cut`` gives the default suspects (wrong at the
+                    last observation, loss not going down), ``WHERE rank <= k`` the top k.
+                    Computed from the state when connecting.
 =================== =====================================================================
 
 ``connect`` first verifies the state file and every history file against their checksums

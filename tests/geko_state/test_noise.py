@@ -100,7 +100,8 @@ def test_scores_are_a_registry_and_configs_are_validated():
 def test_suspects_from_a_store_and_the_sql_view_agree(tmp_path):
     store = make_noisy_run(tmp_path)
     table = store_suspects(store)
-    assert table.column_names == ["sample_id", "score", "rank", "aum", "wrong_streak", "times_seen", "bucket"]
+    assert table.column_names == ["sample_id", "score", "rank", "in_cut", "aum", "wrong_streak", "times_seen", "bucket"]
+    assert table["in_cut"].to_pylist() == [True] * 4
     assert sorted(table["sample_id"].to_pylist()) == [0, 1, 2, 3]
     assert table["rank"].to_pylist() == [1, 2, 3, 4]
     assert table["wrong_streak"].to_pylist() == [3] * 4 and table["times_seen"].to_pylist() == [3] * 4
@@ -109,7 +110,7 @@ def test_suspects_from_a_store_and_the_sql_view_agree(tmp_path):
     view = query(tmp_path, "SELECT sample_id, score, rank FROM suspects ORDER BY rank")
     assert view.height == 20  # every observed sample, ranked
     assert view["sample_id"].to_list()[:4] == table["sample_id"].to_pylist()
-    assert query(tmp_path, "SELECT count(*) AS n FROM suspects WHERE score > 0.5")["n"][0] == 4
+    assert query(tmp_path, "SELECT count(*) AS n FROM suspects WHERE in_cut")["n"][0] == 4
     hist = query(tmp_path, "SELECT epoch, aum, wrong_streak FROM history WHERE sample_id = 0 ORDER BY epoch")
     assert hist["wrong_streak"].to_list() == [1, 2, 3] and (hist["aum"] < -3).all()
 
