@@ -103,7 +103,7 @@ def test_the_suspects_panel_of_a_trained_run(finished_run):
     assert list(update["value"].columns) == ["rank", "sample_id", "score", "aum", "wrong_streak", "times_seen",
                                              "bucket"]
     update, note = ui._show_suspects(str(finished_run), "geko", None)  # the trainer recorded margins
-    assert update["visible"] and note.startswith(f"{len(update['value'])} suspects (geko score above 0.5)")
+    assert update["visible"] and note.startswith(f"{len(update['value'])} suspects (geko: wrong at the last observation, loss not going down)")
     assert "No data rows: no workspace" in note
     update, note = ui._show_suspects(str(finished_run), "nope", None)
     assert not update["visible"] and "noise score must be one of" in note
