@@ -20,8 +20,9 @@ split, ``geko_torch.frontier``) and training seed:
 Figures per detector: precision, recall and F1 of the top k, k = the true number of corrupted
 samples (every sample ranked: the three are equal; they differ only when fewer than k are ranked),
 AUROC of the score (sklearn, corrupted = positive; a sample the state never ranked counts as least
-suspicious), and precision / recall of the detector's own cut (GEKO: wrong and loss not going down; streak_aum: score > 0.5; AUM: -AUM > 0;
-cleanlab: its flagged set). Ranking rule everywhere: score descending, ties by lower sample id.
+suspicious), and precision / recall of the detector's own cut (GEKO: wrong and loss not going
+down; streak_aum: score > 0.5; AUM: -AUM > 0; cleanlab: its flagged set). Ranking rule
+everywhere: score descending, ties by lower sample id.
 
 **Downstream** (classification): from the pretrained weights, uniform selection, Emax epochs, the
 same settings, on (a) all training data, (b) the data minus GEKO's flagged set at its default
