@@ -13,7 +13,8 @@ rate and seed:
   less" baseline);
 * ``rs2-{f}``: RS2, a random share f of the data each epoch, drawn without replacement across
   epochs (Okanovic et al., ICLR 2024), Emax epochs, at several f;
-* ``rs2-matched``: RS2 with f matched to the ``geko`` run's compute (same seed);
+* ``rs2-matched``: RS2 with f matched to the ``geko`` run's compute (same seed); ``rs2-matched-keep``: to
+  ``geko_keep``'s;
 * ``random_subset``: a fresh random subset each epoch, matched to ``geko``'s compute;
 * ``infobatch``: InfoBatch (drop below-mean-loss samples with p=0.5, rescale the kept, full data in
   the last 12.5% of epochs), Emax epochs;
@@ -129,6 +130,8 @@ def run_specs(emax: int, fractions: list[float], families: set[str] | None = Non
         RunSpec("geko_margin_keep", "geko_margin_keep", args={"selection": "geko", "keep_fraction": 0.5},
                 config={"freeze_margin": 2.0}),
         RunSpec("rs2-matched", "rs2", args={"selection": "rs2"}, match="geko"),
+        # RS2 measured at geko_keep's compute, not only interpolated there
+        RunSpec("rs2-matched-keep", "rs2", args={"selection": "rs2"}, match="geko_keep"),
         RunSpec("random_subset", "random_subset", args={"selection": "random_subset"}, match="geko"),
     ]
     return [s for s in specs if families is None or s.family in families]
