@@ -233,9 +233,10 @@ def _tables(items: list[str]) -> dict[str, str]:
     "sql",
     "Query a run directory with DuckDB SQL. Views: samples (current state, one row per sample, "
     "read in place), history (per-sample snapshots: epoch, sample_id, bucket, q_value, confidence, "
-    "last_loss, correct, times_seen, pruned), epochs (one summary row per epoch), transitions "
-    "(sample_id, epoch, from_bucket, to_bucket) and transition_counts (epoch, from_bucket, "
-    "to_bucket, count). One read-only statement (SELECT, WITH, DESCRIBE, SUMMARIZE, SHOW) on a locked "
+    "last_loss, correct, times_seen, pruned, aum, wrong_streak), epochs (one summary row per epoch), "
+    "transitions (sample_id, epoch, from_bucket, to_bucket), transition_counts (epoch, from_bucket, "
+    "to_bucket, count) and suspects (sample_id, score, rank, in_cut, aum, wrong_streak, times_seen, "
+    "bucket; WHERE in_cut: the default suspects). One read-only statement (SELECT, WITH, DESCRIBE, SUMMARIZE, SHOW) on a locked "
     "connection: no file, network or extension access; --unsafe gives full DuckDB. A query DuckDB "
     "refuses prints DuckDB's message and exits with status 2.",
     'geko sql runs/sim "SELECT epoch, to_bucket, count(*) FROM transitions GROUP BY ALL ORDER BY ALL"',
@@ -301,10 +302,10 @@ def _suspects_config(args: argparse.Namespace):
 
 @command(
     "suspects",
-    "List the samples whose label is probably wrong (the noise score of docs/noise.md: never correct "
-    "lately, negative mean logit margin), most suspicious first, from one ordinary training run. Prints "
-    "the first rows (with --data, beside the data row of each) and writes them all to a Parquet file "
-    "(sample_id, score, rank, aum, wrong_streak, times_seen, bucket). geko export --drop-suspects leaves "
+    "List the samples whose label is probably wrong (the noise score of docs/noise.md: by default, wrong "
+    "at the last observation with the loss not going down), most suspicious first, from one ordinary "
+    "training run. Prints the first rows (with --data, beside the data row of each) and writes them all "
+    "to a Parquet file (sample_id, score, rank, in_cut, aum, wrong_streak, times_seen, bucket). geko export --drop-suspects leaves "
     "the same samples out of the next run's dataset.",
     "geko suspects runs/sft --top 100 --data data.jsonl",
 )

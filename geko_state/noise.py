@@ -64,8 +64,8 @@ __all__ = [
     "suspects_table",
 ]
 
-# Observations a sample needs before selection may set it aside as a suspect: after one, every
-# sample still wrong scores above 0.5, mislabeled or merely not learned yet.
+# Observations a sample needs before a cut may call it a suspect: after one, a wrong sample has no
+# loss trend yet, and every wrong one scores above 0.5 on streak_aum, mislabeled or not learned yet.
 MIN_OBSERVATIONS_FOR_SUSPECT = 2
 
 DEFAULT_NOISE_SCORE = "geko"

@@ -97,8 +97,8 @@ class SelectionConfig:
     of the LIGHT samples is trained, each with loss weight ``1 / keep_fraction`` (up to rounding),
     and the weighted plan draws HARD and FOCUS only; annealed epochs still train everything with
     weight 1. It re-draws FREEZE samples too, re-weighted, so it supersedes ``recheck_fraction``:
-    setting both is an error. ``suspect_threshold``: GEKO only, None (off) or a GEKO noise score
-    (:mod:`geko_state.noise`, in [0, 1]): samples observed at least twice whose score is above it
+    setting both is an error. ``suspect_threshold``: GEKO only, None (off) or a ``streak_aum`` noise
+    score (:mod:`geko_state.noise`, in [0, 1]): samples observed at least twice whose score is above it
     are probably mislabeled and are left out of the epoch's plan (annealed epochs train them too).
     0.75 means wrong at every observation so far with a negative mean margin.
     """

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from .datafiles import rows_where
 from .errors import InputError
 from .io import atomic_path
-from .noise import SuspectsConfig, store_suspects
+from .noise import STATE_COLUMNS, SuspectsConfig, noise_scores, store_suspects
 
 __all__ = ["SUSPECTS_FILE", "TEXT_WIDTH", "Suspects", "check_suspects_path", "read_suspects", "row_text", "row_texts",
            "write_suspects"]
@@ -123,8 +123,8 @@ def read_suspects(store: Any, config: SuspectsConfig | None = None) -> Suspects:
     """The suspects of an open :class:`~geko_state.store.StateStore` by ``config`` (default:
     :class:`SuspectsConfig`'s)."""
     config = config or SuspectsConfig()
-    return Suspects(store_suspects(store, config), config, store_suspects(store, config, ranked_only=False).num_rows,
-                    store.n_samples)
+    ranked = int(np.count_nonzero(~np.isnan(noise_scores({c: store.column(c) for c in STATE_COLUMNS}, config.score))))
+    return Suspects(store_suspects(store, config), config, ranked, store.n_samples)
 
 
 def write_suspects(table: pa.Table, path: str | os.PathLike) -> Path:

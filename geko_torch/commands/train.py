@@ -344,7 +344,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "of the LIGHT samples is trained, each with loss weight 1/P, so the expected gradient is "
                         "the full-data one (default none: mastered samples are skipped outright)")
     g.add_argument("--suspect-threshold", type=number_in(0, 1), default=None, metavar="S",
-                   help="GEKO: leave out of training the samples observed at least twice whose label-noise score "
+                   help="GEKO: leave out of training the samples observed at least twice whose streak_aum noise score "
                         "is above S (0.75: wrong at every observation with a negative mean margin; see "
                         "docs/noise.md) (default none)")
     g.add_argument("--with-replacement", action="store_true",
