@@ -74,6 +74,7 @@ import math
 import statistics
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -243,13 +244,32 @@ def cross_validated_probs(data: Any, labels: np.ndarray, seed: int, tmp: Path, d
 
 
 # ---------------------------------------------------------------------- downstream
-def retrain_without(data: Any, removed: np.ndarray, seed: int, out: Path, device: str | None) -> dict[str, Any]:
-    """Uniform Emax epochs from the pretrained weights on the training data minus ``removed``."""
+EQUAL_STEPS = "_equal_steps"  # the suffix of a downstream set retrained at all data's optimizer steps
+
+
+def equal_steps_rows(keep: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``keep`` padded to ``n`` rows with a seeded draw of its own samples (without replacement
+    while the padding fits), so that Emax epochs over it take as many optimizer steps, on the same
+    LR schedule, as all ``n`` samples do. The padded samples are seen twice per epoch."""
+    extra = n - keep.shape[0]
+    if extra <= 0 or keep.shape[0] == 0:
+        return keep
+    rng = np.random.default_rng([seed, 16])
+    return np.concatenate([keep, rng.choice(keep, size=extra, replace=extra > keep.shape[0])])
+
+
+def retrain_without(data: Any, removed: np.ndarray, seed: int, out: Path, device: str | None,
+                    equal_steps: bool = False) -> dict[str, Any]:
+    """Uniform Emax epochs from the pretrained weights on the training data minus ``removed``;
+    ``equal_steps``: padded back to N rows (:func:`equal_steps_rows`), so removing samples does
+    not also remove optimizer steps."""
     keep = np.setdiff1d(np.arange(len(data.train)), removed)
     record = {"n_train": int(keep.shape[0]), "removed": int(removed.shape[0]),
-              "removed_corrupted": int((data.kinds[removed] == MISLABELED).sum())}
+              "removed_corrupted": int((data.kinds[removed] == MISLABELED).sum()), "equal_steps": equal_steps}
     if keep.shape[0] == 0:  # a detector that flags everything leaves nothing to train: no quality
         return {**record, "final": float("nan"), "compute_share": 0.0, "train_wall_s": 0.0}
+    if equal_steps:
+        keep = equal_steps_rows(keep, len(data.train), seed)
     part = dataclasses.replace(data, train=[data.train[i] for i in keep], kinds=data.kinds[keep])
     r = run_one(part, UNIFORM_RUN, seed, out, SCHEDULER, None, device)
     return {**record, "final": r["final"], "compute_share": r["passes"] / (len(data.train) * data.epochs),
@@ -296,12 +316,71 @@ def run_group(task: str, noise: float, seed: int, size: Any, threads: int, devic
                 downstream[name] = retrain_without(data, ids, seed, Path(tmp) / name, device)
                 print(f"{tag} downstream {name}: removed {ids.shape[0]}, final {downstream[name]['final']:.4f}",
                       flush=True)
+            downstream.update(equal_step_retrains(data, removed, seed, Path(tmp), device, tag))
     for name, d in detectors.items():
         print(f"{tag} {name:9s} P@k {d['p_at_k']:.3f} AUROC {d['auroc']:.3f}", flush=True)
     return {"task": task, "noise": noise, "seed": seed, "task_kind": data.task, "n_train": n, "emax": emax,
             "metric": data.metric.key, "higher_is_better": data.metric.higher_is_better,
             "corrupted": np.flatnonzero(corrupted).tolist(),
             "run": {"seed": seed, "geko_run": geko_run, "detectors": detectors, "cv": cv, "downstream": downstream}}
+
+
+EQUAL_STEP_SETS = ("geko_cleaned", "cleanlab_cleaned")  # the two cleaning rules a user has
+
+
+def equal_step_retrains(data: Any, removed: dict[str, np.ndarray], seed: int, tmp: Path, device: str | None,
+                        tag: str) -> dict[str, dict[str, Any]]:
+    """GEKO's and cleanlab's cleaned sets retrained at all data's optimizer steps (``<set>_equal_steps``)."""
+    found = {}
+    for name in EQUAL_STEP_SETS:
+        key = name + EQUAL_STEPS
+        found[key] = retrain_without(data, removed[name], seed, tmp / key, device, equal_steps=True)
+        print(f"{tag} downstream {key}: removed {removed[name].shape[0]}, final {found[key]['final']:.4f}", flush=True)
+    return found
+
+
+def retrain_group(task: str, noise: float, size: Any, run: dict[str, Any], threads: int, device: str | None
+                  ) -> dict[str, Any]:
+    """``run`` (one seed of an earlier result file) with its equal-step retrains added, from the
+    cleaned sets (the cuts' ids) that file recorded: no detector is re-run."""
+    import torch
+
+    from geko_torch.frontier import build_frontier_task
+
+    torch.set_num_threads(threads)
+    data = build_frontier_task(task, noise=noise, size=size)
+    seed, det = run["seed"], run["detectors"]
+    removed = {"geko_cleaned": np.asarray(det["geko"]["cut"]["ids"], dtype=np.int64),
+               "cleanlab_cleaned": np.asarray(det["cleanlab"]["cut"]["ids"], dtype=np.int64)}
+    with tempfile.TemporaryDirectory() as tmp:
+        added = equal_step_retrains(data, removed, seed, Path(tmp), device, f"{task} noise {noise:g} seed {seed}")
+    return {**run, "downstream": {**run["downstream"], **added}}
+
+
+def add_equal_step_retrains(source: Path, out: Path, a: argparse.Namespace, argv: list[str] | None) -> int:
+    """``--retrain-from``: the classification results of ``source`` with their equal-step retrains
+    added (one job per seed, ``--jobs`` in parallel), re-summarised, written to ``out``."""
+    import json
+
+    from bench_frontier import write_json
+    from geko_torch.frontier import TaskSize
+    from noise_report import table
+
+    payload = json.loads(source.read_text())
+    t0 = time.perf_counter()
+    for res in payload["results"]:
+        if res["task_kind"] != "classification":
+            continue
+        size = TaskSize(**payload["settings"][res["task"]])
+        jobs = [(res["task"], res["noise"], size, run, a.threads, a.device) for run in res["runs"]]
+        res["runs"] = run_groups(retrain_group, jobs, a.jobs)
+        res["summary"] = summarise_result(res)
+    payload["retrain_command"] = "python benchmarks/bench_noise.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    payload["retrain_s"] = time.perf_counter() - t0
+    write_json(out, payload)
+    print(table(payload))
+    print(f"\nwrote {out} ({payload['retrain_s']:.0f} s)")
+    return 0
 
 
 # ---------------------------------------------------------------------- summaries
@@ -374,7 +453,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, 1 seed, 20%% noise")
     add_run_args(p, list(FRONTIER_TASKS), "noise[_quick].json", "label-noise rates, > 0 (default 0.1 0.2; --quick: 0.2)")
+    p.add_argument("--retrain-from", type=Path, default=None, metavar="FILE",
+                   help="add the equal-step retrains of GEKO's and cleanlab's cleaned sets to an earlier result "
+                        "file (its recorded cuts; no detector re-run), written to --json")
     a = p.parse_args(argv)
+    if a.retrain_from:
+        if a.json is None:
+            p.error("--retrain-from needs --json OUT")
+        return add_equal_step_retrains(a.retrain_from, a.json, a, argv)
     if a.merge:
         if a.json is None:
             p.error("--merge needs --json OUT")

@@ -177,6 +177,17 @@ def test_state_scores_are_indexed_by_sample_id():
     assert list(scores["loss"]) == pytest.approx([0.1, 1.0, 4.0])
 
 
+def test_equal_step_retrains_pad_the_cleaned_set_back_to_n_rows_from_its_own_samples():
+    keep = np.arange(0, 100, 3)  # 34 of 100 kept: the padding (66) needs repeats
+    rows = noise.equal_steps_rows(keep, 100, seed=0)
+    assert rows.shape == (100,) and set(rows.tolist()) == set(keep.tolist())
+    assert list(rows[:34]) == list(keep)  # every kept sample is in, the padding after it
+    few = noise.equal_steps_rows(np.arange(80), 100, seed=1)  # 20 padded rows: no sample thrice
+    assert np.bincount(few).max() == 2 and (np.bincount(few) == 2).sum() == 20
+    assert list(noise.equal_steps_rows(np.arange(80), 100, seed=1)) == list(few)  # seeded
+    assert list(noise.equal_steps_rows(np.arange(100), 100, seed=0)) == list(range(100))  # nothing removed
+
+
 def _noise_payload(seed, clean_gain):
     cut = {"rule": "score > 0.5", "size": 10, "precision": 0.6, "recall": 0.75, "f1": 0.667, "ids": []}
     det = {"k": 8, "p_at_k": 0.5 + seed / 10, "r_at_k": 0.5 + seed / 10, "f1_at_k": 0.5 + seed / 10,
