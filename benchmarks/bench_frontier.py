@@ -30,6 +30,10 @@ rate and seed:
 * ``geko_margin_keep``: faster mastery: correct samples with a mean logit margin above 2 freeze after
   one observation (``GEKOConfig(freeze_margin=2.0)``), and half of the mastered ones are still
   trained each epoch with loss weight 2 (``keep_fraction=0.5``).
+* ``uniform_stop``, ``geko_stop``: knowing when to stop: ``uniform`` and ``geko`` for Emax epochs,
+  ended after the first epoch (from the second on) in which fewer than 10% of the learnable samples
+  are still improving (``stop_on_plateau=PlateauStop()``, ``geko_state.progress``; no eval set).
+  Every run records its per-epoch ``progress`` (``improving_share``, ``open_share``, ``suspects``).
 
 Compute is counted three ways: training sample passes, forward-only sample passes (none of these
 policies scores samples without training them; the field is kept for policies that do, counted at
@@ -58,6 +62,7 @@ Figures, per task and noise rate:
                               "compute_share": float (compute / (N * Emax)),
                               "wall_s": float, "eval_s": float, "train_wall_s": float,
                               "final": float, "curve": [{"epoch", "passes", "value"}],
+                              "progress": [{"epoch", "improving_share", "open_share", "suspects"}],
                               "frozen_share_clean": float, "frozen_share_corrupted": float} ],
                    "summary": {"target": float, "cheapest_uniform": str | null,
                                "cheapest_uniform_compute": float | null,
@@ -94,7 +99,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from geko_state.progress import PlateauStop
+
 RESULTS = Path(__file__).resolve().parent / "results"
+PLATEAU = PlateauStop()  # the *_stop runs' rule: geko_state.progress's defaults
+# A trainer's per-epoch learning-progress figures, kept per run (the *_stop runs decide on them).
+PROGRESS_FIGURES = ("improving_share", "open_share", "suspects")
 
 
 @dataclass(frozen=True)
@@ -129,6 +139,9 @@ def run_specs(emax: int, fractions: list[float], families: set[str] | None = Non
         # Faster mastery: freeze on the mean margin after one observation, skipped without bias.
         RunSpec("geko_margin_keep", "geko_margin_keep", args={"selection": "geko", "keep_fraction": 0.5},
                 config={"freeze_margin": 2.0}),
+        # Knowing when to stop: the same runs ended once few learnable samples still improve.
+        RunSpec("uniform_stop", "uniform_stop", args={"selection": "uniform", "stop_on_plateau": PLATEAU}),
+        RunSpec("geko_stop", "geko_stop", args={"selection": "geko", "stop_on_plateau": PLATEAU}),
         RunSpec("rs2-matched", "rs2", args={"selection": "rs2"}, match="geko"),
         # RS2 measured at geko_keep's compute, not only interpolated there
         RunSpec("rs2-matched-keep", "rs2", args={"selection": "rs2"}, match="geko_keep"),
@@ -182,11 +195,12 @@ def run_one(data: Any, spec: RunSpec, seed: int, out: Path, scheduler: str, budg
     wall = time.perf_counter() - t0
     # The per-epoch evals are the benchmark's, not the policy's cost: the trainer times them.
     eval_s = trainer.phase_times[trainer.phase_times.EVAL]
-    passes, epoch, curve = 0, 0, []
+    passes, epoch, curve, progress = 0, 0, [], []
     for rec in trainer.log_history:
         if "samples_trained" in rec:
             passes += int(rec["samples_trained"])
             epoch = int(rec["epoch"]) + 1
+            progress.append({"epoch": epoch, **{k: rec[k] for k in PROGRESS_FIGURES}})
         elif data.metric.key in rec:
             curve.append({"epoch": epoch, "passes": passes, "value": float(rec[data.metric.key])})
     forward = int(getattr(trainer, "forward_only_passes", 0))
@@ -200,7 +214,7 @@ def run_one(data: Any, spec: RunSpec, seed: int, out: Path, scheduler: str, budg
         "policy": spec.name, "family": spec.family, "seed": seed, "epochs": epochs, "budget": budget,
         "passes": passes, "forward_passes": forward, "compute": compute, "compute_share": compute / n_full,
         "wall_s": wall, "eval_s": eval_s, "train_wall_s": wall - eval_s, "final": curve[-1]["value"],
-        "curve": curve, "frozen_share_clean": _frozen_share(bucket, ~corrupted),
+        "curve": curve, "progress": progress, "frozen_share_clean": _frozen_share(bucket, ~corrupted),
         "frozen_share_corrupted": _frozen_share(bucket, corrupted), **extra,
     }
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .history import HistoryConfig, HistoryRecord, HistoryWriter, read_summary
     from .noise import NOISE_SCORES, SuspectsConfig, noise_scores, store_suspects, suspects_table
     from .planning import BudgetKind, EpochPlan, WeightSegment, shard
+    from .progress import LearningProgress, PlateauStop, learning_progress, store_progress
     from .plots import MissingDependencyError, render_plots
     from .report import EfficiencyReport, build_report
     from .run import Run, open_run
@@ -62,6 +63,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(("BudgetKind", "EpochPlan", "WeightSegment", "shard"), "planning"),
     **dict.fromkeys(("NOISE_SCORES", "SuspectsConfig", "noise_scores", "store_suspects", "suspects_table"), "noise"),
     **dict.fromkeys(("MissingDependencyError", "render_plots"), "plots"),
+    **dict.fromkeys(("LearningProgress", "PlateauStop", "learning_progress", "store_progress"), "progress"),
     **dict.fromkeys(("EfficiencyReport", "build_report"), "report"),
     **dict.fromkeys(("Run", "open_run"), "run"),
     **dict.fromkeys(("COLUMN_NAMES", "LOSS_WINDOW", "SCHEMA_VERSION", "Bucket", "bytes_per_sample"), "schema"),
@@ -90,6 +92,8 @@ __all__ = [
     # label-noise suspects
     "NOISE_SCORES", "Suspects", "SuspectsConfig", "noise_scores", "read_suspects", "store_suspects", "suspects_table",
     "write_suspects",
+    # learning progress: whether another epoch still pays
+    "LearningProgress", "PlateauStop", "learning_progress", "store_progress",
     # selection policies (GEKO and baselines on the same engine)
     "SELECTION_POLICIES", "SelectionConfig", "SelectionKind", "plan_selection",
 ]

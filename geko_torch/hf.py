@@ -43,7 +43,9 @@ How it fits into the Trainer of transformers 5.23, and why:
   left open, so that a resumed run completes it; if training is not resumed its observations stay in
   the store but the epoch is not in the history. When the state says the dataset is mastered
   (``PartitionStats.mastered``), training stops after that epoch (``GEKOSettings.stop_when_mastered``,
-  the session's rule, as in ``GEKOTrainer``).
+  the session's rule, as in ``GEKOTrainer``); so it does, for any selection, when
+  ``GEKOSettings.stop_on_plateau`` says few learnable samples still improve (``geko_state.progress``).
+  Each epoch logs that progress as ``geko_improving_share``, ``geko_open_share`` and ``geko_suspects``.
 * **Loss and gradient accumulation.** :meth:`compute_loss` pops ``sample_id`` and ``labels`` (so
   the model computes no batch-mean loss of its own), takes the logits, and trains on the mean of the
   per-sample losses over samples with a label token. HF's ``num_items_in_batch`` counts label
@@ -460,6 +462,8 @@ class GEKOTrainerMixin:
             self.log({
                 "geko_samples_trained": end.samples_trained, "geko_mean_loss": end.mean_loss,
                 **{f"geko_{b.name.lower()}": counts[b] for b in Bucket}, "geko_pruned": end.stats.pruned,
+                "geko_improving_share": end.progress.improving_share, "geko_open_share": end.progress.open_share,
+                "geko_suspects": end.progress.suspects,
             })
         return end
 
@@ -479,7 +483,7 @@ class GEKOTrainerMixin:
             return  # stopped mid-epoch: the epoch stays open, a resumed run completes it
         end = self._geko_end_epoch()
         state.epoch = float(self._geko_store.epoch)
-        if end.stop:  # the session's rule: mastered, GEKO selection, stop_when_mastered
+        if end.stop:  # the session's rules: mastered (GEKO selection), or stop_on_plateau
             control.should_training_stop = True
 
     def _geko_on_train_end(self) -> None:

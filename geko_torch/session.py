@@ -9,7 +9,8 @@ GEKO lifecycle to one session, so the two cannot drift apart:
   samples without a label token, padding draws and (``nan_policy="skip"``) non-finite results, and
   normalise over the valid samples of the whole accumulated batch on every rank;
 * the curriculum's learning-rate multiplier;
-* end an epoch (repartition, history, stop when the state is mastered);
+* end an epoch (repartition, history, learning progress; stop when the state is mastered or,
+  with ``stop_on_plateau``, when few learnable samples are still improving);
 * write and read the GEKO part of a checkpoint (:mod:`geko_torch.checkpoint`'s ``geko_*`` files).
 
 Settings come in one validated dataclass, :class:`GEKOSettings`.
@@ -33,6 +34,7 @@ from geko_state.config import reject_unknown
 from geko_state.curriculum import MOUNTAIN
 from geko_state.errors import ConfigError, InputError
 from geko_state.planning import Budget, BudgetKind, parse_budget
+from geko_state.progress import LearningProgress, PlateauStop, store_progress
 from geko_state.selection import SelectionConfig, SelectionKind
 from geko_state.validate import check_int, check_number, check_rank
 
@@ -79,6 +81,8 @@ class GEKOSettings:
     compute_confidence: Callable[[Any, Any], torch.Tensor] | None = None  # fn(outputs, batch) -> Tensor[B]
     compute_correctness: Callable[[Any, Any], torch.Tensor] | None = None  # fn(outputs, batch) -> Tensor[B]
     stop_when_mastered: bool = True  # stop after an epoch whose state is mastered (GEKO selection only)
+    # stop after an epoch where few learnable samples still improve (any policy; None: never)
+    stop_on_plateau: PlateauStop | None = None
     sync_every: int = 1  # torch.distributed: exchange the ranks' observations every N micro-batches
 
     def __post_init__(self) -> None:
@@ -112,6 +116,9 @@ class GEKOSettings:
             fn = getattr(self, name)
             if fn is not None and not callable(fn):
                 raise ConfigError(f"{name} must be a callable fn(outputs, batch) -> Tensor[B], got {type(fn).__name__}")
+        if self.stop_on_plateau is not None and not isinstance(self.stop_on_plateau, PlateauStop):
+            raise ConfigError("stop_on_plateau must be None or a geko_state.progress.PlateauStop, got "
+                              f"{type(self.stop_on_plateau).__name__}")
         object.__setattr__(self, "sync_every", check_int(self.sync_every, "sync_every", 1, error=ConfigError))
 
     def replace(self, **changes: Any) -> GEKOSettings:
@@ -127,7 +134,12 @@ class EpochEnd:
     stats: PartitionStats
     mean_loss: float  # mean observed per-sample loss of the epoch (NaN when nothing was observed)
     samples_trained: int  # sample passes trained in the epoch (every rank)
-    stop: bool  # the state is mastered and training stops here (GEKOSettings.stop_when_mastered)
+    progress: LearningProgress  # learned / learning / suspect counts after the epoch
+    stop_reason: str | None  # "mastered" or "plateau" when training stops here, else None
+
+    @property
+    def stop(self) -> bool:
+        return self.stop_reason is not None
 
 
 class GEKOSession:
@@ -391,18 +403,25 @@ class GEKOSession:
 
     def end_epoch(self) -> EpochEnd:
         """Apply what is queued (collective under torch.distributed: every rank ends the epoch
-        here), repartition, record the history, and decide whether training stops because the
-        state is mastered (GEKO selection only: a baseline trains every epoch it was given)."""
+        here), repartition, record the history, read the learning progress, and decide whether
+        training stops: the state is mastered (GEKO selection only: a baseline trains every epoch
+        it was given), or ``stop_on_plateau`` says few learnable samples still improve (any policy)."""
         tracker = self.tracker
         tracker.flush()
         trained = tracker.epoch_stats.samples
         mean_loss = tracker.epoch_mean_loss
         stats = tracker.end_epoch()
-        stop = bool(stats.mastered and self.settings.stop_when_mastered and self.policy is SelectionKind.GEKO
-                    and self.store.epoch < self.sampler.total_epochs)
-        if stop:
-            log.info("GEKO: the state is mastered after epoch %d; stopping training", stats.epoch)
-        return EpochEnd(stats=stats, mean_loss=mean_loss, samples_trained=int(trained), stop=stop)
+        progress = store_progress(self.store)  # every rank holds the same state: the same decision
+        reason, s = None, self.settings
+        if self.store.epoch < self.sampler.total_epochs:
+            if stats.mastered and s.stop_when_mastered and self.policy is SelectionKind.GEKO:
+                reason = "mastered"
+            elif s.stop_on_plateau is not None and s.stop_on_plateau.should_stop(progress):
+                reason = "plateau"
+        if reason:
+            log.info("GEKO: stopping training after epoch %d (%s)", stats.epoch, reason)
+        return EpochEnd(stats=stats, mean_loss=mean_loss, samples_trained=int(trained), progress=progress,
+                        stop_reason=reason)
 
     def resume_epoch_end(self, drop_last_below: int = 0) -> EpochEnd | None:
         """After :meth:`resume`: a checkpoint saved after an epoch's last batch but before its end

@@ -64,6 +64,11 @@ DEFAULT_CONFIG: GEKOConfig = GEKO_DEFAULT
 
 log = logging.getLogger("geko_torch")
 
+# Why a run stopped before its last epoch (GEKOSession.end_epoch's stop_reason), as printed.
+STOP_MESSAGES = {
+    "mastered": "The state is mastered after epoch {epoch}",
+    "plateau": "Few learnable samples are still improving after epoch {epoch} (stop_on_plateau)",
+}
 
 
 def set_seed(seed: int) -> None:
@@ -364,7 +369,7 @@ class GEKOTrainer:
         times.reset()
         t_start = time.perf_counter()
         self._loss_mark = self._loss_totals()
-        stopped_early = mastered = False
+        stopped_early, stop_reason = False, None
         while self.store.epoch < a.num_epochs:
             epoch = self.store.epoch
             with times(times.GEKO):  # the epoch's plan is drawn here
@@ -395,17 +400,21 @@ class GEKOTrainer:
             with times(times.GEKO):
                 end = self.session.end_epoch()
             stats, mean_loss, trained = end.stats, end.mean_loss, end.samples_trained
+            progress = end.progress
             self._log({"epoch": stats.epoch, "train_loss": mean_loss, "samples_trained": trained,
-                       **{f"{b.name.lower()}_count": c for b, c in stats.counts.items()}, "pruned": stats.pruned})
+                       **{f"{b.name.lower()}_count": c for b, c in stats.counts.items()}, "pruned": stats.pruned,
+                       "improving_share": progress.improving_share, "open_share": progress.open_share,
+                       "suspects": progress.suspects})
             if self._reporting:
                 print(f"[Epoch {stats.epoch}] Average Loss: {mean_loss:.4f}  (trained {trained:,} samples)")
-                print(stats.format_line(), flush=True)
+                print(stats.format_line())
+                print(progress.format_line(), flush=True)
             if self.eval_dataset is not None:
                 with times(times.EVAL):
                     self._log(self.evaluate())
             if end.stop:
-                mastered = True
-                self._say(f"[GEKO] The state is mastered after epoch {stats.epoch}; stopping training")
+                stop_reason = end.stop_reason
+                self._say(f"[GEKO] {STOP_MESSAGES[stop_reason].format(epoch=stats.epoch)}; stopping training")
                 break
         elapsed = time.perf_counter() - t_start
         if stopped_early:
@@ -422,8 +431,8 @@ class GEKOTrainer:
         # Rank 0 read the history it wrote; the other ranks get its figures.
         with times(times.GEKO):
             metrics = broadcast_json(self._final_metrics(elapsed) if self._is_main_process() else None)
-        if mastered:
-            metrics["stopped_mastered"] = True
+        if stop_reason:
+            metrics[f"stopped_{stop_reason}"] = True
         self._print_summary(metrics)
         return metrics
 

@@ -11,6 +11,7 @@ from geko_state.config import reject_unknown
 from geko_state.errors import ConfigError
 from geko_state.planning import Budget, BudgetKind
 from geko_state.selection import SelectionConfig
+from geko_state.progress import PlateauStop
 from geko_state.validate import check_int, check_number
 
 from .sampler import DEFAULT_REPLACEMENT
@@ -80,10 +81,12 @@ class GEKOTrainingArgs:
     plots: bool = True  # render the run's PNG plots when training ends (needs matplotlib)
     sync_every: int = 1  # torch.distributed: exchange the ranks' observations every N batches
     stop_when_mastered: bool = True  # stop after an epoch whose state is mastered (GEKO selection only)
+    # stop after an epoch where few learnable samples still improve (geko_state.progress; any policy)
+    stop_on_plateau: PlateauStop | None = None
 
     # The fields GEKOSettings shares (validated there, once for both trainers).
     _GEKO_FIELDS: ClassVar[tuple[str, ...]] = ("budget", "replacement", "selection", "task", "correct_loss_below", "token_accuracy",
-                    "history", "sync_every", "stop_when_mastered")
+                    "history", "sync_every", "stop_when_mastered", "stop_on_plateau")
 
     def __post_init__(self) -> None:
         if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
@@ -140,6 +143,7 @@ class GEKOTrainingArgs:
         out["output_dir"] = str(self.output_dir)
         out["budget"] = self.budget.value if isinstance(self.budget, BudgetKind) else self.budget
         out["history"] = dataclasses.asdict(self.history)
+        out["stop_on_plateau"] = None if self.stop_on_plateau is None else dataclasses.asdict(self.stop_on_plateau)
         out["selection"] = self.selection.to_dict()
         out["lr_scheduler_type"] = self.lr_scheduler_type.value
         return out

@@ -347,6 +347,11 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="GEKO: leave out of training the samples observed at least twice whose streak_aum noise score "
                         "is above S (0.75: wrong at every observation with a negative mean margin; see "
                         "docs/noise.md) (default none)")
+    g.add_argument("--stop-on-plateau", type=number_in(0, 1), nargs="?", const=0.1, default=None, metavar="SHARE",
+                   help="stop after an epoch (from the second on) in which fewer than SHARE of the learnable "
+                        "samples (the noise suspects set aside) are still improving: wrong at their last "
+                        "observation with a falling loss; any --selection, no eval set needed; SHARE defaults "
+                        "to 0.1 (see docs/training.md, 'Knowing when to stop') (default off)")
     g.add_argument("--with-replacement", action="store_true",
                    help="draw plans with replacement, so HARD samples can repeat within an epoch (the "
                         "seeds' behaviour; use with --preset seeds to reproduce the seeds exactly). "
@@ -496,6 +501,8 @@ def run_train(args: argparse.Namespace, *, config: GEKOConfig | None = None,
             raise ConfigError(f"LoRA (--lora-r/--lora-alpha/--lora-dropout/--lora-targets): {e}") from None
     if config is None:
         config = PRESETS[args.preset].replace(prune_frozen_after=args.prune_after, log_bucket_stats=False)
+    from geko_state.progress import PlateauStop
+
     train_args = GEKOTrainingArgs(
         output_dir=str(args.output_dir), num_epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.lr, warmup_steps=args.warmup_steps, warmup_ratio=args.warmup_ratio,
@@ -505,6 +512,7 @@ def run_train(args: argparse.Namespace, *, config: GEKOConfig | None = None,
         gradient_checkpointing=args.gradient_checkpointing, compile_model=args.compile,
         dataloader_num_workers=args.workers, budget=budget, selection=selection, max_steps=args.max_steps,
         replacement=args.with_replacement,
+        stop_on_plateau=None if args.stop_on_plateau is None else PlateauStop(min_improving=args.stop_on_plateau),
         save_steps=args.save_steps, task="classification" if task == "classification" else "causal_lm",
         disable_progress_bar=args.no_progress,
     )

@@ -339,6 +339,20 @@ def test_keep_fraction_trains_geko_with_reweighted_mastered_samples(capsys, tmp_
         assert e.value.code == 2 and "--keep-fraction" in capsys.readouterr().err
 
 
+def test_stop_on_plateau_sets_the_rule_and_every_epoch_prints_its_progress(capsys, tmp_path, gpt2_dir, data):
+    out = tmp_path / "plateau"
+    code, stdout, stderr = _train(capsys, gpt2_dir, data["sft_jsonl"], "--prompt-field", "prompt",
+                                  "--response-field", "response", "--selection", "uniform", "--stop-on-plateau",
+                                  "--output-dir", out, *FAST)
+    assert code == 0, stderr
+    assert "[GEKO] Epoch 1 progress: improving" in stdout and "[GEKO] Epoch 2 progress: improving" in stdout
+    args = json.loads((next(out.glob("checkpoint-*")) / "trainer_state.json").read_text())["extra"]["args"]
+    assert args["stop_on_plateau"] == {"min_improving": 0.1, "min_epochs": 2}
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", str(gpt2_dir), str(data["sft_jsonl"]), "--text-field", "prompt", "--stop-on-plateau", "2"])
+    assert e.value.code == 2 and "--stop-on-plateau" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("value, expected", [(None, 0.5), ("0.8", 0.8), ("none", None)])
 def test_token_accuracy_flag_sets_the_causal_lm_correctness_rule(capsys, tmp_path, gpt2_dir, data, value, expected):
     out = tmp_path / "tokacc"

@@ -17,7 +17,7 @@ from geko_torch.checkpoint import GEKO_META_FILE, read_geko_meta
     ("config", {"freeze_confidence": 0.9}), ("run_dir", ""), ("budget", -3), ("replacement", "yes"),
     ("selection", "greedy"), ("history", {"every": 2}), ("task", "regression"), ("correct_loss_below", 0),
     ("token_accuracy", 1.5), ("compute_confidence", 3), ("compute_correctness", "argmax"),
-    ("stop_when_mastered", 1), ("sync_every", 0),
+    ("stop_when_mastered", 1), ("stop_on_plateau", 0.1), ("sync_every", 0),
 ])
 def test_settings_are_validated_on_construction_naming_the_field(field, value):
     with pytest.raises(ConfigError, match=field):

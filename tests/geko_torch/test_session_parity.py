@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
-from geko_state import GEKOConfig, read_summary
+from geko_state import GEKOConfig, PlateauStop, read_summary
 from geko_state.errors import StateFileError
 from geko_state.schema import COLUMN_NAMES
 from geko_torch import GEKOSettings, GEKOTrainer, GEKOTrainingArgs
@@ -66,8 +66,10 @@ class _Runs:
     """Runs of both trainers on the same model, data and settings, recording each epoch's plan."""
 
     def __init__(self, tmp_path: Path, *, data: list[dict], config: GEKOConfig, epochs: int, accum: int = 1,
-                 model: type = TinyClassifier, correctness=None, schedule: str = "constant") -> None:
+                 model: type = TinyClassifier, correctness=None, schedule: str = "constant",
+                 fields: dict | None = None) -> None:
         self.tmp, self.data, self.config, self.epochs, self.accum = tmp_path, data, config, epochs, accum
+        self.fields = fields or {}  # GEKO fields both trainers get (selection, stop_on_plateau, ...)
         self.schedule = schedule  # the LR decay of both trainers (constant: the runs compare the plans)
         self.model, self.correctness = model, correctness
 
@@ -78,6 +80,7 @@ class _Runs:
             gradient_accumulation_steps=self.accum, seed=0,
             logging_steps=1, save_steps=10_000, eval_steps=10_000, max_steps=max_steps, device="cpu",
             dataloader_num_workers=0, report=False, disable_progress_bar=True, plots=False, save_at_end=False,
+            **self.fields,
         )
         t = GEKOTrainer(self.model(seed=seed), self.data, config=self.config, args=args,
                         compute_correctness=self.correctness)
@@ -106,7 +109,8 @@ class _Runs:
         callbacks = [rec] + ([StopAt(stop_at)] if stop_at is not None else [])
         t = GEKOHFTrainer(model=self.model(seed=seed), args=args, train_dataset=self.data,
                           data_collator=PadCollator(), callbacks=callbacks,
-                          geko_args=GEKOSettings(config=self.config, compute_correctness=self.correctness))
+                          geko_args=GEKOSettings(config=self.config, compute_correctness=self.correctness,
+                                                 **self.fields))
         rec.trainer = t
         t.plans = rec.plans
         t.train(resume_from_checkpoint=str(resume) if resume is not None else None)
@@ -200,6 +204,23 @@ def test_both_trainers_stop_when_mastered(tmp_path):
         summary = read_summary(run)
         assert summary.height == 1 and summary["mastered"].item() and summary["freeze_count"].item() == N
     assert g.global_step == h.state.global_step == N // BATCH
+
+
+def test_both_trainers_stop_on_a_plateau_of_learning_progress(tmp_path):
+    # A baseline (the mastered rule never stops it) with a plateau rule that any share below 1
+    # triggers: both stop after epoch 2 of 4, the first one where a loss change is known.
+    fields = {"selection": "uniform", "stop_on_plateau": PlateauStop(min_improving=1.0)}
+    runs = _Runs(tmp_path, data=items(), config=FAST, epochs=4, fields=fields)
+    g, h = runs.geko("geko"), runs.hf("hf")
+    _parity(g, h)
+    for run in (g.run.root, h.geko_run_dir):
+        assert read_summary(run).height == 2
+    (last,) = [r for r in g.log_history if r.get("epoch") == 2 and "improving_share" in r]
+    assert 0 < last["improving_share"] < 1.0 and last["open_share"] < 1.0
+    # a rule no share can trigger trains every epoch
+    never = _Runs(tmp_path / "never", data=items(), config=FAST, epochs=4,
+                  fields={**fields, "stop_on_plateau": PlateauStop(min_improving=0.0)})
+    assert read_summary(never.geko("geko").run.root).height == 4
 
 
 def test_curriculum_lr_multiplier_in_both_trainers(tmp_path):
