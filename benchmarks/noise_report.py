@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,13 +55,16 @@ def downstream_table(res: dict[str, Any]) -> list[str]:
     what = "eval accuracy" if acc else "eval loss"
     lines = [
         f"Retrained from the pretrained weights (uniform, {res['emax']} epoch{'s' * (res['emax'] > 1)}) on each "
-        f"training set; {what}, and the difference to all data paired by seed (positive = better):",
+        f"training set; {what}, and the difference to all data paired by seed (positive = better). A set ending "
+        "in `_equal_steps` is padded back to N rows with a seeded draw of its own samples, so it takes as many "
+        "optimizer steps as all data; the others take fewer. A set ending in `_e{E}` was trained for E epochs and "
+        "is compared with `all_e{E}`:",
         "",
         f"| training set | removed (corrupted among them) | {what} | vs all data |",
         "|---|---|---|---|",
     ]
     for name, d in res["summary"]["downstream"].items():
-        vs = "–" if name == "all" else _pm(d["vs_all_mean"], d["vs_all_ci95"], acc, signed=True)
+        vs = "–" if re.fullmatch(r"all(_e\d+)?", name) else _pm(d["vs_all_mean"], d["vs_all_ci95"], acc, signed=True)
         lines.append(f"| {name} | {d['removed_mean']:.0f} ({d['removed_corrupted_mean']:.0f}) | "
                      f"{_pm(d['final_mean'], d['final_ci95'], acc)} | {vs} |")
     return lines

@@ -71,6 +71,24 @@ def test_lower_is_better_metrics_flip_the_sign():
     assert math.isnan(s["policies"]["geko"]["final_ci95"])  # one seed: no interval
 
 
+def test_the_stop_table_shows_epochs_trained_and_the_longest_uniform_runs_progress():
+    def prog(shares):
+        return [{"epoch": e, "improving_share": x, "open_share": 0.5, "suspects": 10} for e, x in enumerate(shares, 1)]
+
+    runs = []
+    for seed in (0, 1):
+        runs += [{**_run("uniform-e1", "uniform", seed, 100, 0.70), "progress": prog([float("nan")])},
+                 {**_run("uniform-e2", "uniform", seed, 200, 0.80), "progress": prog([float("nan"), 0.4])},
+                 {**_run("uniform-e3", "uniform", seed, 300, 0.81), "progress": prog([float("nan"), 0.3, 0.05 + seed / 10])},
+                 {**_run("uniform_stop", "uniform_stop", seed, 300 - 100 * seed, 0.79),
+                  "progress": prog([float("nan"), 0.3, 0.05])[:3 - seed]}]
+    res = {"runs": runs, "emax": 3, "seeds": [0, 1], "metric": "eval_accuracy"}
+    lines = report.stop_table(res)
+    assert lines[0].endswith("uniform_stop 3, 2.")
+    assert "| 1 | – | 50.0% | 10 | 70.0% |" in lines and "| 3 | 10.0% | 50.0% | 10 | 81.0% |" in lines
+    assert report.stop_table({**res, "runs": runs[:3]}) == []  # no *_stop runs: no table
+
+
 def test_the_readme_frontier_table_is_generated_from_its_json():
     text = (ROOT / "README.md").read_text()
     block = text[text.index(report.BEGIN):text.index(report.END) + len(report.END)]
@@ -186,6 +204,19 @@ def test_equal_step_retrains_pad_the_cleaned_set_back_to_n_rows_from_its_own_sam
     assert np.bincount(few).max() == 2 and (np.bincount(few) == 2).sum() == 20
     assert list(noise.equal_steps_rows(np.arange(80), 100, seed=1)) == list(few)  # seeded
     assert list(noise.equal_steps_rows(np.arange(100), 100, seed=0)) == list(range(100))  # nothing removed
+
+
+def test_a_set_retrained_for_other_epochs_is_compared_with_all_data_at_those_epochs():
+    assert noise.reference_set("geko_cleaned_equal_steps") == "all"
+    assert noise.reference_set("geko_cleaned_equal_steps_e6") == noise.reference_set("all_e6") == "all_e6"
+    payload = _noise_payload(0, 0.02)
+    (res,) = payload["results"]
+    down = res["runs"][0]["downstream"]
+    down["all_e6"] = {**down["all"], "final": 0.6}
+    down["geko_cleaned_equal_steps_e6"] = {**down["geko_cleaned"], "final": 0.65}
+    s = noise.summarise_result(res)["downstream"]
+    assert s["geko_cleaned_equal_steps_e6"]["vs_all_mean"] == pytest.approx(0.05)
+    assert s["all_e6"]["vs_all_mean"] == 0.0
 
 
 def _noise_payload(seed, clean_gain):
