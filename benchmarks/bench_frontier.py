@@ -27,9 +27,10 @@ rate and seed:
 * ``geko_suspects``: the defaults with label-noise suspects set aside (``suspect_threshold=0.75``:
   samples wrong at every one of at least 2 observations with a negative mean margin are not
   trained); ``geko_keep_suspects``: both.
-* ``geko_margin_keep``: faster mastery: correct samples with a mean logit margin above 2 freeze after
-  one observation (``GEKOConfig(freeze_margin=2.0)``), and half of the mastered ones are still
-  trained each epoch with loss weight 2 (``keep_fraction=0.5``).
+* ``geko_margin``: faster mastery: correct samples with a mean logit margin above 2 freeze after
+  one observation (``GEKOConfig(freeze_margin=2.0)``) and are skipped as FREEZE is;
+  ``geko_margin_keep``: the same, with half of the mastered ones still trained each epoch with loss
+  weight 2 (``keep_fraction=0.5``).
 * ``uniform_stop``, ``geko_stop``: knowing when to stop: ``uniform`` and ``geko`` for Emax epochs,
   ended after the first epoch (from the second on) in which fewer than 10% of the learnable samples
   are still improving (``stop_on_plateau=PlateauStop()``, ``geko_state.progress``; no eval set).
@@ -136,7 +137,9 @@ def run_specs(emax: int, fractions: list[float], families: set[str] | None = Non
         RunSpec("geko_suspects", "geko_suspects", args={"selection": "geko", "suspect_threshold": 0.75}),
         RunSpec("geko_keep_suspects", "geko_keep_suspects",
                 args={"selection": "geko", "keep_fraction": 0.5, "suspect_threshold": 0.75}),
-        # Faster mastery: freeze on the mean margin after one observation, skipped without bias.
+        # Faster mastery: freeze on the mean margin after one observation (skipped outright) ...
+        RunSpec("geko_margin", "geko_margin", args={"selection": "geko"}, config={"freeze_margin": 2.0}),
+        # ... and skipped without bias.
         RunSpec("geko_margin_keep", "geko_margin_keep", args={"selection": "geko", "keep_fraction": 0.5},
                 config={"freeze_margin": 2.0}),
         # Knowing when to stop: the same runs ended once few learnable samples still improve.
