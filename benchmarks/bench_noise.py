@@ -338,11 +338,17 @@ EQUAL_STEP_SETS = ("geko_cleaned", "cleanlab_cleaned")  # the two cleaning rules
 def equal_step_retrains(data: Any, removed: dict[str, np.ndarray], seed: int, tmp: Path, device: str | None,
                         tag: str) -> dict[str, dict[str, Any]]:
     """GEKO's and cleanlab's cleaned sets retrained at all data's optimizer steps (``<set>_equal_steps``)."""
+    return retrain_sets(data, {name + EQUAL_STEPS: (removed[name], True, None) for name in EQUAL_STEP_SETS},
+                        seed, tmp, device, tag)
+
+
+def retrain_sets(data: Any, sets: dict[str, tuple[np.ndarray, bool, int | None]], seed: int, tmp: Path,
+                 device: str | None, tag: str) -> dict[str, dict[str, Any]]:
+    """:func:`retrain_without` for each ``name: (removed ids, equal_steps, epochs)``, printed as it ends."""
     found = {}
-    for name in EQUAL_STEP_SETS:
-        key = name + EQUAL_STEPS
-        found[key] = retrain_without(data, removed[name], seed, tmp / key, device, equal_steps=True)
-        print(f"{tag} downstream {key}: removed {removed[name].shape[0]}, final {found[key]['final']:.4f}", flush=True)
+    for key, (ids, equal, epochs) in sets.items():
+        found[key] = retrain_without(data, ids, seed, tmp / key, device, equal_steps=equal, epochs=epochs)
+        print(f"{tag} downstream {key}: removed {ids.shape[0]}, final {found[key]['final']:.4f}", flush=True)
     return found
 
 
@@ -367,11 +373,9 @@ def retrain_group(task: str, noise: float, size: Any, run: dict[str, Any], threa
         if epochs is None:
             added = equal_step_retrains(data, removed, seed, Path(tmp), device, tag)
         else:
-            added = {}
-            for key, ids, equal in ((f"all_e{epochs}", np.zeros(0, dtype=np.int64), False),
-                                    (f"geko_cleaned{EQUAL_STEPS}_e{epochs}", removed["geko_cleaned"], True)):
-                added[key] = retrain_without(data, ids, seed, Path(tmp) / key, device, equal_steps=equal, epochs=epochs)
-                print(f"{tag} downstream {key}: removed {ids.shape[0]}, final {added[key]['final']:.4f}", flush=True)
+            added = retrain_sets(data, {f"all_e{epochs}": (np.zeros(0, dtype=np.int64), False, epochs),
+                                        f"geko_cleaned{EQUAL_STEPS}_e{epochs}": (removed["geko_cleaned"], True, epochs)},
+                                 seed, Path(tmp), device, tag)
     return {**run, "downstream": {**run["downstream"], **added}}
 
 

@@ -92,10 +92,12 @@ def stop_table(res: dict[str, Any]) -> list[str]:
     lines += [f"Per epoch: the learning progress of {longest} (mean over seeds; the stop rule reads "
               "`improving_share`) and the final quality of uniform training for that many epochs:", "",
               "| epoch | improving share | open share | suspects | uniform-e{epoch} final |", "|---|---|---|---|---|"]
+    def mean(xs: list[float]) -> float:
+        return sum(xs) / len(xs) if xs else math.nan
+
     for e in range(1, res["emax"] + 1):
         rows = [r["progress"][e - 1] for r in trace if len(r["progress"]) >= e]
         finals = [r["final"] for r in runs if r["policy"] == f"uniform-e{e}"]
-        mean = (lambda xs: sum(xs) / len(xs) if xs else float("nan"))
         share = [x["improving_share"] for x in rows if x["improving_share"] is not None]
         open_ = [x["open_share"] for x in rows if x["open_share"] is not None]
         lines.append(f"| {e} | {_fmt(mean(share), True)} | {_fmt(mean(open_), True)} | "

@@ -2,7 +2,7 @@
 """The label-noise README block, generated from ``benchmarks/results/noise*.json`` (bench_noise.py).
 
     python benchmarks/noise_report.py                        # the files README.md's block names
-    python benchmarks/noise_report.py --json benchmarks/results/noise_supersense_20.json --no-readme
+    python benchmarks/noise_report.py --json benchmarks/results/noise_supersense_20_e6.json --no-readme
 
 Replaces the block between ``<!-- noise:begin -->`` and ``<!-- noise:end -->`` in README.md with
 :func:`table`'s output per result file; ``tests/test_result_tables.py`` checks that block against

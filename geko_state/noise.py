@@ -54,6 +54,7 @@ __all__ = [
     "SuspectsConfig",
     "STATE_COLUMNS",
     "TREND_WEIGHT",
+    "geko_cut",
     "geko_score",
     "previous_loss",
     "streak_aum_score",
@@ -123,12 +124,18 @@ def _geko(cols: Mapping[str, np.ndarray]) -> np.ndarray:
     return geko_score(cols["last_loss"], cols["loss_window"], cols["times_seen"])
 
 
-def _geko_cut(cols: Mapping[str, np.ndarray], scores: np.ndarray) -> np.ndarray:
-    # wrong at the last observation, and its loss did not go down since the one before
+def geko_cut(cols: Mapping[str, np.ndarray]) -> np.ndarray:
+    """bool ``[N]``, the ``geko`` score's default cut: wrong at the last observation, and the loss
+    did not go down since the one before (at least :data:`MIN_OBSERVATIONS_FOR_SUSPECT`
+    observations). :mod:`geko_state.progress` sets the same samples aside."""
     prev = previous_loss(cols["loss_window"], cols["times_seen"])
     with np.errstate(invalid="ignore"):
         return (np.asarray(cols["wrong_streak"]) >= 1) & ~(prev > np.asarray(cols["last_loss"], np.float64))  \
             & (np.asarray(cols["times_seen"]) >= MIN_OBSERVATIONS_FOR_SUSPECT)
+
+
+def _geko_cut(cols: Mapping[str, np.ndarray], scores: np.ndarray) -> np.ndarray:
+    return geko_cut(cols)
 
 
 def _streak_aum(cols: Mapping[str, np.ndarray]) -> np.ndarray:

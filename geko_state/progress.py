@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
-from .noise import MIN_OBSERVATIONS_FOR_SUSPECT, previous_loss
+from .noise import MIN_OBSERVATIONS_FOR_SUSPECT, geko_cut
 from .schema import Bucket
 from .validate import check_int, check_number
 
@@ -77,19 +77,15 @@ class LearningProgress:
 
 def learning_progress(cols: Mapping[str, np.ndarray], epoch: int = 0) -> LearningProgress:
     """:class:`LearningProgress` of state columns (:data:`PROGRESS_COLUMNS`): arrays in, counts out."""
-    seen = np.asarray(cols["times_seen"])
     active = ~np.asarray(cols["pruned"]).astype(bool)
-    trended = active & (seen >= MIN_OBSERVATIONS_FOR_SUSPECT)
+    trended = active & (np.asarray(cols["times_seen"]) >= MIN_OBSERVATIONS_FOR_SUSPECT)
     wrong = np.asarray(cols["wrong_streak"]) >= 1
-    prev = previous_loss(np.asarray(cols["loss_window"]), seen)
-    with np.errstate(invalid="ignore"):
-        falling = prev > np.asarray(cols["last_loss"], np.float64)
-    suspects = trended & wrong & ~falling
+    suspects = active & geko_cut(cols)  # trended and wrong, with a loss that did not go down
     bucket = np.asarray(cols["bucket"])
     unlearned = (bucket == int(Bucket.FOCUS)) | (bucket == int(Bucket.HARD))
     return LearningProgress(
         epoch=int(epoch), active=int(active.sum()), trended=int(trended.sum()),
-        learned=int((trended & ~wrong).sum()), learning=int((trended & wrong & falling).sum()),
+        learned=int((trended & ~wrong).sum()), learning=int((trended & wrong & ~suspects).sum()),
         suspects=int(suspects.sum()), open=int((active & ~suspects & unlearned).sum()),
     )
 
