@@ -14,7 +14,7 @@ rate and seed:
 * ``rs2-{f}``: RS2, a random share f of the data each epoch, drawn without replacement across
   epochs (Okanovic et al., ICLR 2024), Emax epochs, at several f;
 * ``rs2-matched``: RS2 with f matched to the ``geko`` run's compute (same seed); ``rs2-matched-keep``: to
-  ``geko_keep``'s;
+  ``geko_keep``'s; ``rs2-matched-keep25``: to ``geko_keep25``'s;
 * ``random_subset``: a fresh random subset each epoch, matched to ``geko``'s compute;
 * ``infobatch``: InfoBatch (drop below-mean-loss samples with p=0.5, rescale the kept, full data in
   the last 12.5% of epochs), Emax epochs;
@@ -24,6 +24,7 @@ rate and seed:
   before that default changed hold ``geko`` with the loss rule and ``geko_tokacc`` (70% of tokens).
 * ``geko_keep``: the defaults with unbiased skipping of mastered samples (``keep_fraction=0.5``: half
   of the FREEZE and of the LIGHT samples trained each epoch, with loss weight 2).
+  ``geko_keep25``: the same with a quarter of them (``keep_fraction=0.25``, loss weight 4).
 * ``geko_suspects``: the defaults with label-noise suspects set aside (``suspect_threshold=0.75``:
   samples wrong at every one of at least 2 observations with a negative mean margin are not
   trained); ``geko_keep_suspects``: both.
@@ -78,7 +79,7 @@ Run from the repository root (needs ``pip install -c constraints.txt -e ".[bench
     python benchmarks/bench_frontier.py --quick                  # both tasks, 0% and 20% noise, 1 seed
     python benchmarks/bench_frontier.py                          # 5 seeds (3 for SFT), 0/10/20% noise
     python benchmarks/bench_frontier.py --tasks wordnet-supersense --noise 0 0.2 --seeds 0 1 2
-    python benchmarks/bench_frontier.py --merge a.json b.json --json both.json   # more seeds, run apart
+    python benchmarks/bench_frontier.py --merge a.json b.json --json both.json   # more seeds or policies, run apart
     python benchmarks/frontier_report.py                         # README table + PNGs from the JSON
 """
 from __future__ import annotations
@@ -134,6 +135,8 @@ def run_specs(emax: int, fractions: list[float], families: set[str] | None = Non
         # Causal LM: the seeds' correctness rule (mean loss < 0.5) instead of the default token accuracy.
         RunSpec("geko_lossrule", "geko_lossrule", args={"selection": "geko", "token_accuracy": None}, task="causal_lm"),
         RunSpec("geko_keep", "geko_keep", args={"selection": "geko", "keep_fraction": 0.5}),
+        # ... a quarter of the mastered samples, weight 4: a second point on the compute axis.
+        RunSpec("geko_keep25", "geko_keep25", args={"selection": "geko", "keep_fraction": 0.25}),
         RunSpec("geko_suspects", "geko_suspects", args={"selection": "geko", "suspect_threshold": 0.75}),
         RunSpec("geko_keep_suspects", "geko_keep_suspects",
                 args={"selection": "geko", "keep_fraction": 0.5, "suspect_threshold": 0.75}),
@@ -148,6 +151,7 @@ def run_specs(emax: int, fractions: list[float], families: set[str] | None = Non
         RunSpec("rs2-matched", "rs2", args={"selection": "rs2"}, match="geko"),
         # RS2 measured at geko_keep's compute, not only interpolated there
         RunSpec("rs2-matched-keep", "rs2", args={"selection": "rs2"}, match="geko_keep"),
+        RunSpec("rs2-matched-keep25", "rs2", args={"selection": "rs2"}, match="geko_keep25"),
         RunSpec("random_subset", "random_subset", args={"selection": "random_subset"}, match="geko"),
     ]
     return [s for s in specs if families is None or s.family in families]
@@ -202,7 +206,7 @@ def run_one(data: Any, spec: RunSpec, seed: int, out: Path, scheduler: str, budg
     for rec in trainer.log_history:
         if "samples_trained" in rec:
             passes += int(rec["samples_trained"])
-            epoch = int(rec["epoch"]) + 1
+            epoch = int(rec["epoch"])  # the store's epoch count: 1 after the first epoch
             progress.append({"epoch": epoch, **{k: rec[k] for k in PROGRESS_FIGURES}})
         elif data.metric.key in rec:
             curve.append({"epoch": epoch, "passes": passes, "value": float(rec[data.metric.key])})
@@ -295,8 +299,9 @@ def summarise(runs: list[dict[str, Any]], metric: dict[str, Any], emax: int) -> 
     sign = 1.0 if metric["higher_is_better"] else -1.0
     mean_final = {n: statistics.fmean(by[(n, s)]["final"] for s in seeds if (n, s) in by) for n in names}
     uniform = sorted((n for n in names if n.startswith("uniform-e")), key=lambda n: int(n.rsplit("e", 1)[1]))
-    target = best(mean_final[n] for n in uniform)
-    cheapest = next((n for n in uniform if reached(mean_final[n], target, metric)), None)
+    # A file of policies run later without uniform runs has no target until merged with them (--merge).
+    target = best(mean_final[n] for n in uniform) if uniform else None
+    cheapest = next((n for n in uniform if reached(mean_final[n], target, metric)), None) if uniform else None
     cheapest_compute = (statistics.fmean(by[(cheapest, s)]["compute"] for s in seeds if (cheapest, s) in by)
                         if cheapest else None)
     policies: dict[str, Any] = {}
@@ -310,7 +315,7 @@ def summarise(runs: list[dict[str, Any]], metric: dict[str, Any], emax: int) -> 
             ref = _interp(rs2, r["compute"]) if rs2 else float("nan")
             if not math.isnan(ref):
                 diffs.append(sign * (r["final"] - ref))
-        hits = reached(mean_final[n], target, metric)
+        hits = target is not None and reached(mean_final[n], target, metric)
         policies[n] = {
             "family": rs[0]["family"], "seeds": len(rs), "compute_mean": compute,
             "compute_share_mean": statistics.fmean(r["compute_share"] for r in rs),
@@ -348,10 +353,16 @@ def _frontier_summary(res: dict[str, Any]) -> dict[str, Any]:
     return summarise(res["runs"], metric, res["emax"])
 
 
+def _run_keys(runs: list[dict[str, Any]]) -> set[tuple[int, str | None]]:
+    # A noise-benchmark run holds every detector of its seed and has no policy: a seed is one run.
+    return {(r["seed"], r.get("policy")) for r in runs}
+
+
 def merge(payloads: list[dict[str, Any]],
           summary: Callable[[dict[str, Any]], dict[str, Any]] = _frontier_summary) -> dict[str, Any]:
-    """Result files of the same settings (e.g. more seeds run later) as one, each (task, noise)
-    result re-summarised by ``summary`` (bench_noise passes its own)."""
+    """Result files of the same settings as one: more seeds, or more policies for the same seeds, run
+    later; no (seed, policy) may repeat. Each (task, noise) result is re-summarised by ``summary``
+    (bench_noise passes its own; its runs are one per seed)."""
     first = payloads[0]
     for other in payloads[1:]:
         if other["settings"] != first["settings"] or other["lr_scheduler"] != first["lr_scheduler"]:
@@ -364,9 +375,12 @@ def merge(payloads: list[dict[str, Any]],
                 merged[key] = {**res, "seeds": list(res["seeds"]), "runs": list(res["runs"])}
                 continue
             m = merged[key]
-            if set(m["seeds"]) & set(res["seeds"]) or m["corrupted"] != res["corrupted"]:
-                raise SystemExit(f"--merge: {key} repeats a seed or differs in its data")
-            m["seeds"] += res["seeds"]
+            if m["corrupted"] != res["corrupted"]:
+                raise SystemExit(f"--merge: {key} differs in its data")
+            repeated = _run_keys(m["runs"]) & _run_keys(res["runs"])
+            if repeated:
+                raise SystemExit(f"--merge: {key} repeats a run (seed, policy): {sorted(repeated, key=str)[:3]}")
+            m["seeds"] = sorted(set(m["seeds"]) | set(res["seeds"]))
             m["runs"] += res["runs"]
     for m in merged.values():
         m["summary"] = summary(m)
@@ -411,7 +425,8 @@ def add_run_args(p: argparse.ArgumentParser, tasks: list[str], default_json: str
     p.add_argument("--epochs", type=int, default=None, help="Emax, the most epochs a run trains (default: the task's)")
     p.add_argument("--json", type=Path, default=None, help=f"default benchmarks/results/{default_json}")
     p.add_argument("--merge", type=Path, nargs="+", default=None, metavar="FILE",
-                   help="merge result files of the same settings (more seeds) into --json, without training")
+                   help="merge result files of the same settings (more seeds, or more policies for the same "
+                        "seeds) into --json, without training")
 
 
 def merge_files(files: list[Path], out: Path, summary: Callable[[dict[str, Any]], dict[str, Any]] = _frontier_summary
@@ -485,10 +500,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, 1 seed, 0%% and 20%% noise (about 10 minutes)")
     add_run_args(p, list(FRONTIER_TASKS), "frontier[_quick].json", "label-noise rates (default 0 0.1 0.2)")
-    p.add_argument("--fractions", nargs="+", type=float, default=None, help="RS2 fractions (default 0.3 0.5 0.7)")
+    p.add_argument("--fractions", nargs="*", type=float, default=None,
+                   help="RS2 fractions (default 0.3 0.5 0.7; none: only the matched RS2 runs)")
     p.add_argument("--policies", nargs="+", default=None,
-                   help="families to run: uniform rs2 infobatch geko geko_seeds geko_lossrule geko_keep geko_suspects "
-                        "geko_keep_suspects geko_margin_keep random_subset (default all)")
+                   help="families to run: uniform rs2 infobatch geko geko_seeds geko_lossrule geko_keep geko_keep25 "
+                        "geko_suspects geko_keep_suspects geko_margin geko_margin_keep uniform_stop geko_stop "
+                        "random_subset (default all)")
     p.add_argument("--lr-scheduler", default="linear", choices=["linear", "cosine", "constant"])
     a = p.parse_args(argv)
     if a.merge:

@@ -68,8 +68,44 @@ def table(payload: dict[str, Any]) -> str:
                 f"{_pm(p['vs_rs2_mean'], p['vs_rs2_ci95'], acc, signed=True)} | {p['train_wall_s_median']:.0f} |"
             )
         lines.append("")
+        lines += savings_table(res)
         lines += stop_table(res)
     return "\n".join(lines).rstrip() + "\n"
+
+
+# Families whose savings are a fixed random share by construction: when their savings start says nothing.
+_FIXED_SHARE = ("uniform", "rs2", "random_subset", "uniform_stop")
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def savings_table(res: dict[str, Any]) -> list[str]:
+    """How early each selecting policy saves: per epoch, the share of the N samples it did not
+    train (mean over seeds), for the policies that saved any passes. No rows when none did."""
+    n, emax = res["n_train"], res["emax"]
+    per_epoch: dict[str, list[list[int]]] = {}
+    for r in res["runs"]:
+        if r["family"] in _FIXED_SHARE or not r.get("curve"):
+            continue
+        cum = [c["passes"] for c in r["curve"]]
+        per_epoch.setdefault(r["policy"], []).append([b - a for a, b in zip([0, *cum], cum)])
+    saving = {name: runs for name, runs in per_epoch.items() if any(sum(x) < n * emax for x in runs)}
+    if not saving:
+        return []
+    lines = ["Passes saved per epoch (the share of the N samples not trained in that epoch, mean over seeds; "
+             "'–': the run had stopped):", "",
+             "| policy | " + " | ".join(f"epoch {e}" for e in range(1, emax + 1)) + " |",
+             "|---|" + "---|" * emax]
+    for name, runs in saving.items():
+        cells = []
+        for e in range(emax):
+            done = [x[e] for x in runs if len(x) > e]
+            cells.append(_fmt(1 - _mean(done) / n, True) if len(done) == len(runs) else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
 
 
 def stop_table(res: dict[str, Any]) -> list[str]:
@@ -92,16 +128,13 @@ def stop_table(res: dict[str, Any]) -> list[str]:
     lines += [f"Per epoch: the learning progress of {longest} (mean over seeds; the stop rule reads "
               "`improving_share`) and the final quality of uniform training for that many epochs:", "",
               "| epoch | improving share | open share | suspects | uniform-e{epoch} final |", "|---|---|---|---|---|"]
-    def mean(xs: list[float]) -> float:
-        return sum(xs) / len(xs) if xs else math.nan
-
     for e in range(1, res["emax"] + 1):
         rows = [r["progress"][e - 1] for r in trace if len(r["progress"]) >= e]
         finals = [r["final"] for r in runs if r["policy"] == f"uniform-e{e}"]
         share = [x["improving_share"] for x in rows if x["improving_share"] is not None]
         open_ = [x["open_share"] for x in rows if x["open_share"] is not None]
-        lines.append(f"| {e} | {_fmt(mean(share), True)} | {_fmt(mean(open_), True)} | "
-                     f"{mean([x['suspects'] for x in rows]):.0f} | {_fmt(mean(finals), acc)} |")
+        lines.append(f"| {e} | {_fmt(_mean(share), True)} | {_fmt(_mean(open_), True)} | "
+                     f"{_mean([x['suspects'] for x in rows]):.0f} | {_fmt(_mean(finals), acc)} |")
     lines.append("")
     return lines
 
@@ -123,7 +156,8 @@ def plot(res: dict[str, Any], path: Path) -> None:
                      for p in res["summary"]["policies"].values() if p["family"] == fam)
         xs, ys, es = zip(*pts)
         ax.errorbar(xs, ys, yerr=es, color=f"C{i}", marker="o", ms=4, capsize=3, lw=1.2, label=fam)
-    ax.axhline(res["summary"]["target"] * scale, color="grey", ls=":", lw=1, label="best uniform")
+    if res["summary"]["target"] is not None:
+        ax.axhline(res["summary"]["target"] * scale, color="grey", ls=":", lw=1, label="best uniform")
     ax.set_xlabel("compute (sample passes ÷ N: epochs' worth)")
     ax.set_ylabel(("eval accuracy (%)" if acc else "eval loss") + (" ↑" if acc else " ↓"))
     ax.set_title(f"{res['task']}, {res['noise']:.0%} label noise ({len(res['seeds'])} seed(s), 95% intervals)")

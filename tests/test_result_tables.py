@@ -71,6 +71,25 @@ def test_lower_is_better_metrics_flip_the_sign():
     assert math.isnan(s["policies"]["geko"]["final_ci95"])  # one seed: no interval
 
 
+def test_the_savings_table_shows_per_epoch_savings_of_the_selecting_policies_only():
+    def curve(per_epoch):
+        cum = [sum(per_epoch[:i + 1]) for i in range(len(per_epoch))]
+        return [{"epoch": e, "passes": p, "value": 0.5} for e, p in enumerate(cum, 1)]
+
+    runs = []
+    for seed, late in ((0, 60), (1, 40)):
+        runs += [{**_run("uniform-e3", "uniform", seed, 300, 0.8), "curve": curve([100, 100, 100])},
+                 {**_run("rs2-0.5", "rs2", seed, 150, 0.7), "curve": curve([50, 50, 50])},
+                 {**_run("geko", "geko", seed, 300, 0.8), "curve": curve([100, 100, 100])},
+                 {**_run("geko_keep", "geko_keep", seed, 240, 0.8), "curve": curve([100, 90, late])},
+                 {**_run("geko_stop", "geko_stop", seed, 200, 0.8), "curve": curve([100, 100, 100][:2 + seed])}]
+    lines = report.savings_table({"runs": runs, "n_train": 100, "emax": 3})
+    rows = [x for x in lines if x.startswith("| ")]
+    # rs2 saves by construction and geko saved nothing: neither has a row
+    assert rows[1:] == ["| geko_keep | 0.0% | 10.0% | 50.0% |", "| geko_stop | 0.0% | 0.0% | – |"]
+    assert report.savings_table({"runs": runs[:3], "n_train": 100, "emax": 3}) == []
+
+
 def test_the_stop_table_shows_epochs_trained_and_the_longest_uniform_runs_progress():
     def prog(shares):
         return [{"epoch": e, "improving_share": x, "open_share": 0.5, "suspects": 10} for e, x in enumerate(shares, 1)]
@@ -121,8 +140,26 @@ def test_merging_result_files_adds_seeds_and_resummarises():
     assert res["seeds"] == [0, 1] and len(res["runs"]) == 6 and both["total_s"] == 120.0
     assert res["summary"]["policies"]["geko"]["final_mean"] == pytest.approx(0.81)
     assert not math.isnan(res["summary"]["policies"]["geko"]["final_ci95"])  # two seeds: an interval
-    with pytest.raises(SystemExit, match="repeats a seed"):
+    with pytest.raises(SystemExit, match="repeats a run"):
         bench.merge([payload(0, 0.0), payload(0, 0.0)])
+
+
+def test_merging_adds_policies_run_later_for_the_same_seeds():
+    def payload(runs):
+        res = {"task": "t", "noise": 0.2, "metric": "eval_accuracy", "higher_is_better": True, "tolerance": 0.005,
+               "relative": False, "n_train": 100, "emax": 2, "seeds": sorted({r["seed"] for r in runs}),
+               "corrupted": [1], "runs": runs, "summary": {}}
+        return {"command": "c", "settings": {"t": {}}, "lr_scheduler": "linear", "total_s": 1.0, "results": [res]}
+
+    uniform = [_run(f"uniform-e{e}", "uniform", s, 100 * e, 0.70 + 0.1 * e) for s in (0, 1) for e in (1, 2)]
+    later = [_run("geko_keep", "geko_keep", s, 150, 0.90) for s in (0, 1)]
+    alone = bench.summarise(later, ACC, emax=2)  # written on its own before the merge: no target yet
+    assert alone["target"] is None and not alone["policies"]["geko_keep"]["reaches_target"]
+    (res,) = bench.merge([payload(uniform), payload(later)])["results"]
+    assert res["seeds"] == [0, 1] and len(res["runs"]) == 6
+    assert res["summary"]["policies"]["geko_keep"]["compute_share_at_target"] == pytest.approx(0.75)
+    with pytest.raises(SystemExit, match="repeats a run"):
+        bench.merge([payload(uniform), payload(later[:1] + uniform[:1])])
 
 
 def test_rs2_is_not_extrapolated_below_its_smallest_run():
