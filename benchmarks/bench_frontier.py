@@ -503,9 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fractions", nargs="*", type=float, default=None,
                    help="RS2 fractions (default 0.3 0.5 0.7; none: only the matched RS2 runs)")
     p.add_argument("--policies", nargs="+", default=None,
-                   help="families to run: uniform rs2 infobatch geko geko_seeds geko_lossrule geko_keep geko_keep25 "
-                        "geko_suspects geko_keep_suspects geko_margin geko_margin_keep uniform_stop geko_stop "
-                        "random_subset (default all)")
+                   help="families to run: " + " ".join(dict.fromkeys(s.family for s in run_specs(1, [0.5])))
+                        + " (default all)")
     p.add_argument("--lr-scheduler", default="linear", choices=["linear", "cosine", "constant"])
     a = p.parse_args(argv)
     if a.merge:
