@@ -429,9 +429,15 @@ def add_run_args(p: argparse.ArgumentParser, tasks: list[str], default_json: str
                         "seeds) into --json, without training")
 
 
-def merge_files(files: list[Path], out: Path, summary: Callable[[dict[str, Any]], dict[str, Any]] = _frontier_summary
-                ) -> int:
-    write_json(out, merge([json.loads(f.read_text()) for f in files], summary))
+def merge_files(files: list[Path], out: Path, summary: Callable[[dict[str, Any]], dict[str, Any]] = _frontier_summary,
+                command: str | None = None) -> int:
+    """Write the merge of ``files`` to ``out``; ``command`` (the merge's own command line) is recorded
+    after the commands that measured the files (``merge_commands``), so the README names every step."""
+    payloads = [json.loads(f.read_text()) for f in files]
+    merged = merge(payloads, summary)
+    earlier = [c for p in payloads for c in p.get("merge_commands", [])]
+    merged["merge_commands"] = earlier + ([command] if command else [])
+    write_json(out, merged)
     print(f"wrote {out}")
     return 0
 
@@ -510,7 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.merge:
         if a.json is None:
             p.error("--merge needs --json OUT")
-        return merge_files(a.merge, a.json)
+        return merge_files(a.merge, a.json, command="python benchmarks/bench_frontier.py " + " ".join(
+            argv if argv is not None else sys.argv[1:]))
     noise = a.noise if a.noise is not None else ([0.0, 0.2] if a.quick else [0.0, 0.1, 0.2])
     fractions = a.fractions if a.fractions is not None else ([0.5] if a.quick else [0.3, 0.5, 0.7])
     families = set(a.policies) if a.policies else None

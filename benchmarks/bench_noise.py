@@ -500,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.merge:
         if a.json is None:
             p.error("--merge needs --json OUT")
-        return merge_files(a.merge, a.json, summarise_result)
+        return merge_files(a.merge, a.json, summarise_result, command="python benchmarks/bench_noise.py " + " ".join(
+            argv if argv is not None else sys.argv[1:]))
     noise = a.noise if a.noise is not None else ([0.2] if a.quick else [0.1, 0.2])
     if any(not 0 < r < 1 for r in noise):
         p.error("--noise rates must be in (0, 1): detection needs corrupted samples")

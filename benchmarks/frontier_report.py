@@ -195,7 +195,7 @@ def readme_block(paths: list[Path], block: Block = FRONTIER) -> str:
         m = payload["machine"]
         parts += [f"From `{path.resolve().relative_to(ROOT)}` (`{payload['command']}`: {payload['total_s'] / 60:.0f} min, "
                   f"{m['cpus']} CPUs, {m['device']}, {m['jobs']} run(s) at a time"
-                  + "".join(f"; then `{c}`" for c in payload.get("retrain_commands", []))
+                  + "".join(f"; then `{c}`" for c in payload.get("retrain_commands", []) + payload.get("merge_commands", []))
                   + (f", {payload['retrain_s'] / 60:.0f} min" if "retrain_s" in payload else "") + "):",
                   "", block.table(payload)]
     return "\n".join(parts) + block.end

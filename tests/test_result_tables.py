@@ -162,6 +162,23 @@ def test_merging_adds_policies_run_later_for_the_same_seeds():
         bench.merge([payload(uniform), payload(later[:1] + uniform[:1])])
 
 
+def test_merge_files_records_its_command_after_the_earlier_merges(tmp_path):
+    import json
+
+    res = {"task": "t", "noise": 0.2, "metric": "eval_accuracy", "higher_is_better": True, "tolerance": 0.005,
+           "relative": False, "n_train": 100, "emax": 1, "corrupted": [1], "summary": {}}
+    files = []
+    for seed, extra in ((0, {"merge_commands": ["first merge"]}), (1, {})):
+        f = tmp_path / f"s{seed}.json"
+        f.write_text(json.dumps({"command": f"run {seed}", "settings": {}, "lr_scheduler": "linear", "total_s": 1.0,
+                                 **extra, "results": [{**res, "seeds": [seed],
+                                                       "runs": [_run("uniform-e1", "uniform", seed, 100, 0.5)]}]}))
+        files.append(f)
+    bench.merge_files(files, tmp_path / "both.json", command="second merge")
+    both = json.loads((tmp_path / "both.json").read_text())
+    assert both["command"] == "run 0 && run 1" and both["merge_commands"] == ["first merge", "second merge"]
+
+
 def test_rs2_is_not_extrapolated_below_its_smallest_run():
     s = bench.summarise(_runs(), ACC, emax=3)
     assert s["policies"]["uniform-e1"]["vs_rs2_mean"] is None  # 100 passes: below RS2's 150
