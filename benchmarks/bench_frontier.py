@@ -258,7 +258,7 @@ def run_group(task: str, noise: float, seed: int, size: Any, specs: list[RunSpec
 
 
 # ---------------------------------------------------------------------- figures
-def _ci95(xs: list[float]) -> float:
+def ci95(xs: list[float]) -> float:
     """Half-width of the 95% t-interval of the mean; NaN with fewer than 2 values."""
     xs = [x for x in xs if not math.isnan(x)]
     if len(xs) < 2:
@@ -319,12 +319,12 @@ def summarise(runs: list[dict[str, Any]], metric: dict[str, Any], emax: int) -> 
         policies[n] = {
             "family": rs[0]["family"], "seeds": len(rs), "compute_mean": compute,
             "compute_share_mean": statistics.fmean(r["compute_share"] for r in rs),
-            "final_mean": mean_final[n], "final_ci95": _ci95([r["final"] for r in rs]),
+            "final_mean": mean_final[n], "final_ci95": ci95([r["final"] for r in rs]),
             "train_wall_s_median": statistics.median(r["train_wall_s"] for r in rs),
             "reaches_target": hits,
             "compute_share_at_target": compute / cheapest_compute if hits and cheapest_compute else None,
             "vs_rs2_mean": statistics.fmean(diffs) if diffs else None,
-            "vs_rs2_ci95": _ci95(diffs) if diffs else None,
+            "vs_rs2_ci95": ci95(diffs) if diffs else None,
         }
     return {"target": target, "cheapest_uniform": cheapest, "cheapest_uniform_compute": cheapest_compute,
             "policies": policies}
@@ -429,6 +429,11 @@ def add_run_args(p: argparse.ArgumentParser, tasks: list[str], default_json: str
                         "seeds) into --json, without training")
 
 
+def command_line(script: str, argv: list[str] | None) -> str:
+    """How a result file was made, as a reader would type it: ``python benchmarks/<script> <args>``."""
+    return f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:])
+
+
 def merge_files(files: list[Path], out: Path, summary: Callable[[dict[str, Any]], dict[str, Any]] = _frontier_summary,
                 command: str | None = None) -> int:
     """Write the merge of ``files`` to ``out``; ``command`` (the merge's own command line) is recorded
@@ -488,7 +493,7 @@ def measure(script: str, argv: list[str] | None, a: argparse.Namespace, sizes: d
     t0 = time.perf_counter()
     found = results()
     payload = {
-        "command": f"python benchmarks/{script} " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line(script, argv),
         "quick": a.quick, **extra, "total_s": time.perf_counter() - t0, "machine": machine(a),
         "settings": {t: dataclasses.asdict(size) for t, size in sizes.items()},
         "results": found,
@@ -516,8 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.merge:
         if a.json is None:
             p.error("--merge needs --json OUT")
-        return merge_files(a.merge, a.json, command="python benchmarks/bench_frontier.py " + " ".join(
-            argv if argv is not None else sys.argv[1:]))
+        return merge_files(a.merge, a.json, command=command_line("bench_frontier.py", argv))
     noise = a.noise if a.noise is not None else ([0.0, 0.2] if a.quick else [0.0, 0.1, 0.2])
     fractions = a.fractions if a.fractions is not None else ([0.5] if a.quick else [0.3, 0.5, 0.7])
     families = set(a.policies) if a.policies else None

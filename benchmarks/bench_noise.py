@@ -90,8 +90,9 @@ import numpy as np
 from bench_frontier import (
     RESULTS,
     RunSpec,
-    _ci95,
     add_run_args,
+    ci95,
+    command_line,
     default_seeds,
     measure,
     merge_files,
@@ -397,7 +398,7 @@ def add_equal_step_retrains(source: Path, out: Path, a: argparse.Namespace, argv
         jobs = [(res["task"], res["noise"], size, run, a.threads, a.device, a.retrain_epochs) for run in res["runs"]]
         res["runs"] = run_groups(retrain_group, jobs, a.jobs)
         res["summary"] = summarise_result(res)
-    command = "python benchmarks/bench_noise.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command_line("bench_noise.py", argv)
     payload["retrain_commands"] = [*payload.get("retrain_commands", []), command]
     payload["retrain_s"] = payload.get("retrain_s", 0.0) + (time.perf_counter() - t0)
     write_json(out, payload)
@@ -435,7 +436,7 @@ def summarise_result(res: dict[str, Any]) -> dict[str, Any]:
             values[f"cut_{m}"] = [d["cut"][m] if d["cut"] else None for d in ds]
         for m, xs in values.items():
             known = [x for x in xs if x is not None]
-            s[f"{m}_mean"], s[f"{m}_ci95"] = (_mean(known), _ci95(known)) if known else (None, None)
+            s[f"{m}_mean"], s[f"{m}_ci95"] = (_mean(known), ci95(known)) if known else (None, None)
         detectors[name] = s
     downstream: dict[str, Any] = {}
     if runs[0]["downstream"]:
@@ -444,8 +445,8 @@ def summarise_result(res: dict[str, Any]) -> dict[str, Any]:
             finals = [r["downstream"][name]["final"] for r in runs]
             diffs = [sign * (r["downstream"][name]["final"] - r["downstream"][ref]["final"]) for r in runs]
             downstream[name] = {
-                "final_mean": _mean(finals), "final_ci95": _ci95(finals),
-                "vs_all_mean": _mean(diffs), "vs_all_ci95": _ci95(diffs),
+                "final_mean": _mean(finals), "final_ci95": ci95(finals),
+                "vs_all_mean": _mean(diffs), "vs_all_ci95": ci95(diffs),
                 "removed_mean": _mean([r["downstream"][name]["removed"] for r in runs]),
                 "removed_corrupted_mean": _mean([r["downstream"][name]["removed_corrupted"] for r in runs]),
             }
@@ -500,8 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.merge:
         if a.json is None:
             p.error("--merge needs --json OUT")
-        return merge_files(a.merge, a.json, summarise_result, command="python benchmarks/bench_noise.py " + " ".join(
-            argv if argv is not None else sys.argv[1:]))
+        return merge_files(a.merge, a.json, summarise_result, command=command_line("bench_noise.py", argv))
     noise = a.noise if a.noise is not None else ([0.2] if a.quick else [0.1, 0.2])
     if any(not 0 < r < 1 for r in noise):
         p.error("--noise rates must be in (0, 1): detection needs corrupted samples")

@@ -26,7 +26,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 BEGIN, END = "<!-- frontier:begin -->", "<!-- frontier:end -->"
 
 
-def _fmt(value: float | None, accuracy: bool, signed: bool = False) -> str:
+def fmt_value(value: float | None, accuracy: bool, signed: bool = False) -> str:
+    """A table cell: accuracy as a percentage, a loss to 4 decimals, '–' for a missing value."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if accuracy:
@@ -34,11 +35,12 @@ def _fmt(value: float | None, accuracy: bool, signed: bool = False) -> str:
     return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
-def _pm(mean: float | None, ci: float | None, accuracy: bool, signed: bool = False) -> str:
-    text = _fmt(mean, accuracy, signed)
+def plus_minus(mean: float | None, ci: float | None, accuracy: bool, signed: bool = False) -> str:
+    """``mean ± ci`` as :func:`fmt_value` writes them; the mean alone without an interval."""
+    text = fmt_value(mean, accuracy, signed)
     if ci is None or math.isnan(ci):
         return text
-    return f"{text} ± {_fmt(ci, accuracy).rstrip('%')}"
+    return f"{text} ± {fmt_value(ci, accuracy).rstrip('%')}"
 
 
 def table(payload: dict[str, Any]) -> str:
@@ -53,7 +55,7 @@ def table(payload: dict[str, Any]) -> str:
         seeds = len(res["seeds"])
         lines += [
             f"**{res['task']}, {res['noise']:.0%} label noise** ({what}{unit}; {seeds} seed{'s' * (seeds > 1)}, "
-            f"N = {res['n_train']}, Emax = {res['emax']}; best uniform {_fmt(s['target'], acc)}, cheapest uniform "
+            f"N = {res['n_train']}, Emax = {res['emax']}; best uniform {fmt_value(s['target'], acc)}, cheapest uniform "
             f"reaching it: {s['cheapest_uniform']})",
             "",
             "| policy | compute (× N·Emax) | final quality | reaches best uniform | compute vs cheapest uniform there "
@@ -63,9 +65,9 @@ def table(payload: dict[str, Any]) -> str:
         for name, p in s["policies"].items():
             share = p["compute_share_at_target"]
             lines.append(
-                f"| {name} | {p['compute_share_mean']:.2f} | {_pm(p['final_mean'], p['final_ci95'], acc)} | "
+                f"| {name} | {p['compute_share_mean']:.2f} | {plus_minus(p['final_mean'], p['final_ci95'], acc)} | "
                 f"{'yes' if p['reaches_target'] else 'no'} | {'–' if share is None else f'{share:.0%}'} | "
-                f"{_pm(p['vs_rs2_mean'], p['vs_rs2_ci95'], acc, signed=True)} | {p['train_wall_s_median']:.0f} |"
+                f"{plus_minus(p['vs_rs2_mean'], p['vs_rs2_ci95'], acc, signed=True)} | {p['train_wall_s_median']:.0f} |"
             )
         lines.append("")
         lines += savings_table(res)
@@ -73,7 +75,8 @@ def table(payload: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-# Families whose savings are a fixed random share by construction: when their savings start says nothing.
+# Families that train every sample each epoch (until a stop) or a random share fixed in advance: when
+# their savings start says nothing about selection.
 _FIXED_SHARE = ("uniform", "rs2", "random_subset", "uniform_stop")
 
 
@@ -102,7 +105,7 @@ def savings_table(res: dict[str, Any]) -> list[str]:
         cells = []
         for e in range(emax):
             done = [x[e] for x in runs if len(x) > e]
-            cells.append(_fmt(1 - _mean(done) / n, True) if len(done) == len(runs) else "–")
+            cells.append(fmt_value(1 - _mean(done) / n, True) if len(done) == len(runs) else "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
     return lines
@@ -133,8 +136,8 @@ def stop_table(res: dict[str, Any]) -> list[str]:
         finals = [r["final"] for r in runs if r["policy"] == f"uniform-e{e}"]
         share = [x["improving_share"] for x in rows if x["improving_share"] is not None]
         open_ = [x["open_share"] for x in rows if x["open_share"] is not None]
-        lines.append(f"| {e} | {_fmt(_mean(share), True)} | {_fmt(_mean(open_), True)} | "
-                     f"{_mean([x['suspects'] for x in rows]):.0f} | {_fmt(_mean(finals), acc)} |")
+        lines.append(f"| {e} | {fmt_value(_mean(share), True)} | {fmt_value(_mean(open_), True)} | "
+                     f"{_mean([x['suspects'] for x in rows]):.0f} | {fmt_value(_mean(finals), acc)} |")
     lines.append("")
     return lines
 

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from frontier_report import RESULTS, Block, _fmt, _pm, readme_sources, update_readme
+from frontier_report import RESULTS, Block, fmt_value, plus_minus, readme_sources, update_readme
 
 
 def _pm3(mean: float | None, ci: float | None) -> str:
@@ -31,8 +31,8 @@ def _pm3(mean: float | None, ci: float | None) -> str:
 def _cut(d: dict[str, Any]) -> str:
     if d["cut_rule"] is None:
         return "–"
-    return (f"{d['cut_rule']}: {d['cut_size_mean']:.0f} flagged, P {_fmt(d['cut_precision_mean'], True)}, "
-            f"R {_fmt(d['cut_recall_mean'], True)}")
+    return (f"{d['cut_rule']}: {d['cut_size_mean']:.0f} flagged, P {fmt_value(d['cut_precision_mean'], True)}, "
+            f"R {fmt_value(d['cut_recall_mean'], True)}")
 
 
 def detector_table(res: dict[str, Any]) -> list[str]:
@@ -44,8 +44,8 @@ def detector_table(res: dict[str, Any]) -> list[str]:
     for name, d in res["summary"]["detectors"].items():
         lines.append(
             f"| {name} | {d['extra_passes_share_mean']:.2f} | {d['extra_forward_share_mean']:.2f} | "
-            f"{_pm(d['p_at_k_mean'], d['p_at_k_ci95'], True)} | {_pm(d['r_at_k_mean'], d['r_at_k_ci95'], True)} | "
-            f"{_pm(d['f1_at_k_mean'], d['f1_at_k_ci95'], True)} | {_pm3(d['auroc_mean'], d['auroc_ci95'])} | "
+            f"{plus_minus(d['p_at_k_mean'], d['p_at_k_ci95'], True)} | {plus_minus(d['r_at_k_mean'], d['r_at_k_ci95'], True)} | "
+            f"{plus_minus(d['f1_at_k_mean'], d['f1_at_k_ci95'], True)} | {_pm3(d['auroc_mean'], d['auroc_ci95'])} | "
             f"{_cut(d)} |")
     return lines
 
@@ -64,9 +64,9 @@ def downstream_table(res: dict[str, Any]) -> list[str]:
         "|---|---|---|---|",
     ]
     for name, d in res["summary"]["downstream"].items():
-        vs = "–" if re.fullmatch(r"all(_e\d+)?", name) else _pm(d["vs_all_mean"], d["vs_all_ci95"], acc, signed=True)
+        vs = "–" if re.fullmatch(r"all(_e\d+)?", name) else plus_minus(d["vs_all_mean"], d["vs_all_ci95"], acc, signed=True)
         lines.append(f"| {name} | {d['removed_mean']:.0f} ({d['removed_corrupted_mean']:.0f}) | "
-                     f"{_pm(d['final_mean'], d['final_ci95'], acc)} | {vs} |")
+                     f"{plus_minus(d['final_mean'], d['final_ci95'], acc)} | {vs} |")
     return lines
 
 
